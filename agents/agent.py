@@ -1,0 +1,199 @@
+"""The one agent of the DQN family: every variant is a switch of AgentConfig on this class.
+
+`act` picks actions for a batch of observations (epsilon-greedy, or greedy through noisy layers);
+`learn` takes one gradient step on a replay batch and returns the loss and new priorities; the
+target network is synchronised here, by a hard copy every C updates or a Polyak average every update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents import losses
+from agents.config import AgentConfig
+from agents.networks import CosineEmbedding, Head, QNetwork, build_torso
+from agents.optim import LinearSchedule, build_optimizer
+from agents.replay.frame import Batch
+
+
+def build_network(config: AgentConfig, obs_shape: tuple[int, ...], stack: int, n_actions: int) -> QNetwork:
+    torso = build_torso(config.network, obs_shape, stack, tuple(config.mlp_hidden))
+    k = {"none": 1, "c51": config.num_atoms, "qr": config.num_quantiles, "iqn": 1}[config.distributional]
+    head = Head(torso.out_features, n_actions, k, config.hidden, config.dueling, config.noisy,
+                config.noisy_sigma0, config.dueling_grad_scale if config.dueling else 1.0)
+    embedding = CosineEmbedding(torso.out_features, config.iqn_embedding) if config.distributional == "iqn" else None
+    return QNetwork(torso, head, embedding)
+
+
+class DQNAgent:
+    def __init__(self, config: AgentConfig, obs_shape: tuple[int, ...], stack: int, n_actions: int,
+                 device: str | torch.device = "cpu", seed: int = 0):
+        errors = config.validate()
+        if errors:
+            raise ValueError("; ".join(errors))
+        self.config, self.n_actions, self.device = config, n_actions, torch.device(device)
+        self.online = build_network(config, obs_shape, stack, n_actions).to(self.device)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.optimizer = build_optimizer(self.online.parameters(), config.optimizer, config.learning_rate,
+                                         config.optimizer_eps, config.rmsprop_decay, config.rmsprop_momentum)
+        self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps,
+                                      delay=config.learning_starts_steps)
+        self.support = torch.linspace(config.v_min, config.v_max, config.num_atoms, device=self.device)
+        n = config.num_quantiles
+        self.quantile_fractions = (2 * torch.arange(n, device=self.device) + 1) / (2 * n)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+        self.updates = 0
+
+    # ------------------------------------------------------------------ acting
+    def q_values(self, obs: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
+        """Expected action values [B, A] under `network` (default: the online one)."""
+        network = self.online if network is None else network
+        kind = self.config.distributional
+        if kind == "iqn":
+            taus = torch.rand(obs.shape[0], self.config.iqn_k, device=self.device, generator=self.generator)
+            return network(obs, taus).mean(-1)
+        out = network(obs)
+        if kind == "c51":
+            return (out.softmax(-1) * self.support).sum(-1)
+        return out.mean(-1)  # the value (K = 1), or the mean of the quantiles
+
+    @torch.no_grad()
+    def act(self, obs, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions for a batch of observations (uniformly random at epsilon 1, without
+        running the network: the replay warm-up)."""
+        if epsilon >= 1.0:
+            return torch.randint(self.n_actions, (len(obs),), device=self.device, generator=self.generator).cpu().numpy()
+        obs = torch.as_tensor(obs, device=self.device)
+        greedy = self.q_values(obs).argmax(1)
+        if epsilon > 0:
+            explore = torch.rand(greedy.shape, device=self.device, generator=self.generator) < epsilon
+            random = torch.randint(self.n_actions, greedy.shape, device=self.device, generator=self.generator)
+            greedy = torch.where(explore, random, greedy)
+        return greedy.cpu().numpy()
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Noisy layers use their mean weights while evaluating (as Dopamine and Kaixhin/Rainbow do)."""
+        self.online.eval()
+        try:
+            yield
+        finally:
+            self.online.train()
+
+    # ------------------------------------------------------------------ learning
+    def learn(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step. Returns loss, mean Q of the taken actions and per-sample priorities
+        (|TD error|, or the distributional loss), all as tensors on the device."""
+        per_sample, priority, q_taken = getattr(self, f"_loss_{self.config.distributional}")(batch)
+        loss = (per_sample * batch.weight).mean() if batch.weight is not None else per_sample.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        self._update_target()
+        return {"loss": loss.detach(), "q": q_taken.detach().mean(), "priority": priority.detach()}
+
+    def _update_target(self) -> None:
+        c = self.config
+        if c.target_update == "soft":
+            with torch.no_grad():
+                for t, o in zip(self.target.parameters(), self.online.parameters()):
+                    t.lerp_(o, c.target_tau)
+        elif self.updates % c.target_period_updates == 0:
+            self.target.load_state_dict(self.online.state_dict())
+
+    def _taken(self, out: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """out [B, A, K] -> [B, K] at the taken (or chosen) actions."""
+        return out[torch.arange(out.shape[0], device=out.device), action]
+
+    def _online_and_next(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Online outputs on obs and, for double Q-learning, on next_obs: one forward pass for both."""
+        if not self.config.double:
+            return self.online(batch.obs), None
+        out = self.online(torch.cat([batch.obs, batch.next_obs]))
+        b = batch.obs.shape[0]
+        return out[:b], out[b:].detach()
+
+    def _loss_none(self, batch: Batch):
+        c = self.config
+        out, online_next = self._online_and_next(batch)
+        q = self._taken(out, batch.action).squeeze(1)
+        with torch.no_grad():
+            if c.munchausen:
+                both = self.target(torch.cat([batch.obs, batch.next_obs]))[..., 0]
+                q_t, next_q_t = both.chunk(2)
+                y = losses.munchausen_target(batch.reward, batch.discount, batch.action, q_t, next_q_t,
+                                             c.munchausen_tau, c.munchausen_alpha, c.munchausen_l0)
+            else:
+                next_q_t = self.target(batch.next_obs)[..., 0]
+                select = online_next[..., 0] if c.double else next_q_t
+                y = losses.td_target(batch.reward, batch.discount, losses.greedy_bootstrap(next_q_t, select))
+        return losses.value_loss(q, y, c.scalar_loss), (y - q).abs(), q
+
+    def _loss_c51(self, batch: Batch):
+        logits, online_next = self._online_and_next(batch)
+        log_p = self._taken(logits, batch.action).log_softmax(-1)
+        with torch.no_grad():
+            next_p = self.target(batch.next_obs).softmax(-1)
+            select = online_next.softmax(-1) if self.config.double else next_p
+            best = (select * self.support).sum(-1).argmax(1)
+            m = losses.categorical_projection(self._taken(next_p, best), batch.reward, batch.discount, self.support)
+        ce = -(m * log_p).sum(-1)
+        return ce, ce, (log_p.exp() * self.support).sum(-1)
+
+    def _loss_qr(self, batch: Batch):
+        out, online_next = self._online_and_next(batch)
+        theta = self._taken(out, batch.action)
+        with torch.no_grad():
+            next_theta = self.target(batch.next_obs)
+            select = online_next if self.config.double else next_theta
+            best = select.mean(-1).argmax(1)
+            y = batch.reward[:, None] + batch.discount[:, None] * self._taken(next_theta, best)
+        loss = losses.quantile_huber_loss(theta, y, self.quantile_fractions, self.config.kappa)
+        return loss, loss, theta.mean(-1)
+
+    def _loss_iqn(self, batch: Batch):
+        c, b = self.config, batch.obs.shape[0]
+        taus = torch.rand(b, c.iqn_n, device=self.device)
+        z = self._taken(self.online(batch.obs, taus), batch.action)
+        with torch.no_grad():
+            taus_next = torch.rand(b, c.iqn_n_prime, device=self.device)
+            next_z = self.target(batch.next_obs, taus_next)
+            best = self.q_values(batch.next_obs, self.online if c.double else self.target).argmax(1)
+            y = batch.reward[:, None] + batch.discount[:, None] * self._taken(next_z, best)
+        loss = losses.quantile_huber_loss(z, y, taus, c.kappa)
+        return loss, loss, z.mean(-1)
+
+    # ------------------------------------------------------------------ state
+    def params_sha256(self) -> str:
+        """SHA-256 of the online network's parameters and buffers, in key order."""
+        h = hashlib.sha256()
+        for key, value in sorted(self.online.state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def state_dict(self) -> dict:
+        return {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state["updates"])
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,73 @@
+"""Proportional prioritized replay (Schaul et al. 2016, arXiv:1511.05952) on top of FrameReplay.
+
+P(i) = p_i^alpha / sum_k p_k^alpha with p_i = |delta_i| + eps; a transition enters at the largest
+priority seen so far. Importance weights w_i = (M * P(i))^-beta, divided by the largest weight in the
+batch (as DQN Zoo does; the memory size M cancels), with beta annealed linearly to 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from agents.replay.frame import Batch, FrameReplay
+
+
+class PrioritizedReplay(FrameReplay):
+    def __init__(
+        self,
+        *args,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        beta_steps: int = 1,
+        eps: float = 1e-6,
+        **kwargs,
+    ):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"priority exponent alpha must be in [0, 1], got {alpha}")
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"importance exponent beta must be in [0, 1], got {beta}")
+        if beta_steps < 1:
+            raise ValueError(f"beta_steps must be >= 1, got {beta_steps}")
+        if eps <= 0:
+            raise ValueError(f"priority eps must be > 0, got {eps}")
+        super().__init__(*args, **kwargs)
+        self.alpha, self.beta_start, self.beta_steps, self.eps = alpha, beta, beta_steps, eps
+        # Largest p^alpha so far (a device scalar: reading it back would stall a GPU every step).
+        self.max_priority = torch.ones((), dtype=torch.float32, device=self.device)
+
+    def beta(self) -> float:
+        """beta, annealed linearly from its start value to 1 over beta_steps added transitions."""
+        progress = min(1.0, self.steps_added / self.beta_steps)
+        return self.beta_start + (1.0 - self.beta_start) * progress
+
+    def _initial_priority(self) -> torch.Tensor:
+        return self.max_priority
+
+    def sample(self, batch_size: int) -> Batch:
+        self._check_can_sample(batch_size)
+        total = self.tree.total()
+        # Stratified: one sample from each of batch_size equal segments of the priority mass.
+        u = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
+        strata = torch.arange(batch_size, device=self.device, dtype=torch.float64)
+        index = self.tree.find((strata + u) * (total / batch_size))
+        batch = self._gather(index)
+        probability = self.tree.get(index).double() / total
+        weight = (probability / probability.min()) ** -self.beta()
+        batch.weight = weight.float()
+        return batch
+
+    def update_priorities(self, index: torch.Tensor, priority: torch.Tensor) -> None:
+        """Sets the priority of sampled transitions from their new |TD error| (or loss)."""
+        index = index.to(self.device)
+        value = (priority.detach().to(self.device, torch.float32).abs() + self.eps) ** self.alpha
+        # A slot that stopped being sampleable since it was drawn stays at 0.
+        value = torch.where(self.tree.get(index) > 0, value, 0.0)
+        self.tree.update(index, value)
+        self.max_priority = torch.maximum(self.max_priority, value.max())
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "max_priority": self.max_priority.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.max_priority = state["max_priority"].to(self.device)

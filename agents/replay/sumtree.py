@@ -1,0 +1,121 @@
+"""A sum tree over non-negative priorities, vectorised in torch and resident on any device.
+
+Sampling index i with probability p_i / sum(p) is a descent from the root: at each node, pick the
+child whose cumulative sum first exceeds the remaining prefix sum. The tree is wide (fanout about
+the cube root of the capacity: 128 for a million leaves) rather than binary, because on a CPU each
+torch call costs microseconds whatever its size: 3 batched levels beat 20.
+
+Leaves are float32 (the stored priorities); internal sums are float64, recomputed from their children
+on every update rather than patched by deltas, so rounding never accumulates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class SumTree:
+    def __init__(self, capacity: int, device: str | torch.device = "cpu", fanout: int | None = None):
+        if capacity < 1:
+            raise ValueError(f"SumTree capacity must be >= 1, got {capacity}")
+        if fanout is None:
+            fanout = default_fanout(capacity)
+        if fanout < 2:
+            raise ValueError(f"SumTree fanout must be >= 2, got {fanout}")
+        self.capacity = capacity
+        self.fanout = fanout
+        self.device = torch.device(device)
+        # levels[0] are the leaves; every level but the top has a length that is a multiple of fanout.
+        sizes = [_round_up(capacity, fanout)]
+        while sizes[-1] > fanout:
+            parents = sizes[-1] // fanout
+            sizes.append(parents if parents <= fanout else _round_up(parents, fanout))
+        self.levels = [torch.zeros(sizes[0], dtype=torch.float32, device=self.device)]
+        self.levels += [torch.zeros(s, dtype=torch.float64, device=self.device) for s in sizes[1:]]
+
+    @property
+    def leaves(self) -> torch.Tensor:
+        return self.levels[0][: self.capacity]
+
+    def total(self) -> torch.Tensor:
+        """Sum of all priorities (a float64 scalar tensor on the tree's device)."""
+        return self.levels[-1].sum()
+
+    def get(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.levels[0][indices]
+
+    def update(self, indices: torch.Tensor, priorities: torch.Tensor) -> None:
+        """Set leaves[indices] = priorities. Where an index repeats, its last priority wins."""
+        indices = torch.as_tensor(indices, device=self.device).long().reshape(-1)
+        priorities = torch.as_tensor(priorities, device=self.device, dtype=torch.float32).reshape(-1)
+        if indices.numel() == 0:
+            return
+        indices, priorities = _last_per_index(indices, priorities)
+        self.levels[0][indices] = priorities
+        nodes = indices
+        for child, parent in zip(self.levels[:-1], self.levels[1:]):
+            # A parent listed twice is written twice with the same sum: no need to deduplicate.
+            nodes = nodes // self.fanout
+            parent[nodes] = child.view(-1, self.fanout)[nodes].sum(1, dtype=torch.float64)
+
+    def find(self, prefix_sums: torch.Tensor) -> torch.Tensor:
+        """For each prefix sum u in [0, total), the leaf i with cumsum[i-1] <= u < cumsum[i].
+
+        Leaves of priority 0 are never returned; a u at or past the total (rounding) returns the last
+        leaf of positive priority.
+        """
+        u = torch.as_tensor(prefix_sums, device=self.device, dtype=torch.float64).reshape(-1).clone()
+        top = self.levels[-1]
+        node = torch.zeros_like(u, dtype=torch.long)
+        block = top.to(torch.float64).expand(u.numel(), -1)
+        node, u = _descend(block, u, node, top.numel())
+        for level in reversed(self.levels[:-1]):
+            block = level.view(-1, self.fanout)[node].to(torch.float64)
+            node, u = _descend(block, u, node, self.fanout)
+        return node
+
+    def state_dict(self) -> dict:
+        return {"leaves": self.levels[0].clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.levels[0].copy_(state["leaves"])
+        for child, parent in zip(self.levels[:-1], self.levels[1:]):
+            sums = child.view(-1, self.fanout).sum(1, dtype=torch.float64)
+            parent.zero_()
+            parent[: sums.numel()] = sums
+
+
+def _descend(block: torch.Tensor, u: torch.Tensor, node: torch.Tensor, width: int):
+    """One level down: in each row of children, the first whose cumulative sum exceeds u."""
+    cums = block.cumsum(1)
+    # Parents are summed in another order than this cumsum: keep u strictly inside the row's mass so
+    # that the chosen child never has priority 0.
+    u = torch.minimum(u, cums[:, -1] * (1 - 1e-12))
+    child = torch.searchsorted(cums, u[:, None], right=True).squeeze(1).clamp_(max=width - 1)
+    child = child[:, None]
+    before = cums.gather(1, child) - block.gather(1, child)
+    return node * width + child.squeeze(1), u - before.squeeze(1)
+
+
+def _last_per_index(indices: torch.Tensor, values: torch.Tensor):
+    unique, inverse = torch.unique(indices, return_inverse=True)
+    if unique.numel() == indices.numel():
+        return indices, values
+    position = torch.arange(indices.numel(), device=indices.device)
+    last = torch.full_like(unique, -1).scatter_reduce(0, inverse, position, reduce="amax")
+    return unique, values[last]
+
+
+def default_fanout(capacity: int) -> int:
+    """About the cube root of the capacity, a power of two: three levels for any capacity.
+
+    Measured on a 2-core CPU at 1M leaves, a batch of 32 descends fastest at 128: wider rows cost
+    more arithmetic per level, more levels cost more torch calls.
+    """
+    return 1 << max(4, math.ceil(math.log2(round(capacity ** (1 / 3)) or 1)))
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k

@@ -1,0 +1,281 @@
+"""Run configuration: typed sections, paper presets as TOML, `--set section.key=value` overrides, and
+validation of everything before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import tomli_w
+
+from agents.config import AgentConfig
+from wrappers.games import UnknownGameError, canonical_game, is_atari
+from wrappers.protocols import PROTOCOLS, Protocol, get_protocol
+from wrappers.vector import BACKENDS
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names each bad value and what is allowed."""
+
+
+@dataclass
+class PaperConfig:
+    title: str = ""
+    authors: str = ""
+    year: int = 0
+    arxiv: str = ""  # arXiv id, or a DOI where the paper has none
+    table: str = ""  # where the hyperparameters come from
+    compare_with: str = ""  # results/published table to set our scores beside
+    deviations: list[str] = field(default_factory=list)  # where this preset knowingly differs from the paper
+
+
+@dataclass
+class EnvConfig:
+    game: str = "pong"
+    protocol: str = "nature"  # nature | machado | classic (see `reproduce show`)
+    num_envs: int = 1  # parallel environments stepped together (agent steps count all of them)
+    backend: str = "sync"  # sync: in-process; async: one process per environment
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 1_000_000  # transitions, all environments together
+    device: str = "auto"  # where frames live: auto (the run's device) | cpu | cuda
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 50_000_000  # agent steps, all environments together (frames = steps * frame_skip)
+    seed: int = 0
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda
+    deterministic: bool = False  # torch deterministic algorithms (exact resume and bitwise repeats)
+
+
+@dataclass
+class EvalConfig:
+    period_steps: int = 250_000  # agent steps between evaluations; 0: only at the end
+    episodes: int = 30  # whole games per evaluation
+    epsilon: float | None = None  # None: the protocol's evaluation epsilon
+    max_episode_frames: int | None = None  # None: the protocol's evaluation cap
+    num_envs: int = 8  # evaluation environments stepped together
+
+
+@dataclass
+class LogConfig:
+    wandb: str = "auto"  # auto (online with credentials, else offline) | online | offline | disabled
+    wandb_project: str = "atari-reproduce"
+    period_steps: int = 10_000  # agent steps between metric lines
+    checkpoint_period_steps: int = 1_000_000  # agent steps between checkpoints
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class Config:
+    preset: str = ""
+    paper: PaperConfig = field(default_factory=PaperConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def protocol(self) -> Protocol:
+        return get_protocol(self.env.protocol)
+
+    @property
+    def frames(self) -> int:
+        return self.train.steps * max(self.protocol.frame_skip, 1)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["protocol"] = self.protocol.to_dict()
+        return _drop_none(d)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "preset"}
+
+
+def _drop_none(d):
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
+# ---------------------------------------------------------------------------------- presets
+def preset_dir() -> Path:
+    return Path(str(resources.files("reproduce") / "presets"))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in preset_dir().glob("*.toml"))
+
+
+def load_preset(name: str) -> dict:
+    path = preset_dir() / f"{name}.toml"
+    if not path.exists():
+        close = difflib.get_close_matches(name, preset_names(), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown preset {name!r}.{hint} Presets: {', '.join(preset_names())}")
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def from_dict(data: dict, preset: str = "") -> Config:
+    """A Config from nested dicts (a preset, or a run's config.toml); unknown keys are errors."""
+    config = Config(preset=data.get("preset", preset))
+    for section, values in data.items():
+        if section in ("preset", "protocol"):
+            continue  # the protocol card is derived from env.protocol
+        if section not in SECTIONS:
+            raise ConfigError(_unknown(section, list(SECTIONS), "section"))
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of keys, got {values!r}")
+        for key, value in values.items():
+            set_value(config, f"{section}.{key}", value)
+    return config
+
+
+def set_value(config: Config, dotted: str, value) -> None:
+    """Sets section.key to value, converted to the field's type; errors name the key and what is allowed."""
+    section, _, key = dotted.partition(".")
+    if section not in SECTIONS or not key:
+        raise ConfigError(_unknown(dotted, [f"{s}.<key>" for s in SECTIONS], "config key"))
+    target = getattr(config, section)
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if key not in fields:
+        raise ConfigError(_unknown(f"{section}.{key}", [f"{section}.{k}" for k in fields], "config key"))
+    hint = typing.get_type_hints(type(target))[key]
+    setattr(target, key, _convert(value, hint, dotted))
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'agent.n_step=3' -> ('agent.n_step', 3). Values are read as TOML (true, 3, 1e-4, "x", [1, 2]);
+    anything else is a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    key, _, raw = text.partition("=")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _convert(value, hint, key: str):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or value == "none":
+            return None
+        return _convert(value, options[0], key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, list):
+            return [_convert(v, item, key) for v in value]
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key} = {value!r} is not a valid {name}")
+
+
+def _unknown(name: str, known: list[str], what: str) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown {what} {name!r}.{hint} Known: {', '.join(known)}"
+
+
+def resolve(preset: str, overrides: dict | None = None) -> Config:
+    """The preset with overrides applied and protocol defaults filled in; validated."""
+    config = from_dict(load_preset(preset), preset)
+    for key, value in (overrides or {}).items():
+        set_value(config, key, value)
+    return finalize(config)
+
+
+def finalize(config: Config) -> Config:
+    errors = validate(config)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    config.env.game = canonical_game(config.env.game)
+    if config.eval.epsilon is None:
+        config.eval.epsilon = config.protocol.eval_epsilon
+    if config.eval.max_episode_frames is None:
+        config.eval.max_episode_frames = config.protocol.eval_max_episode_frames
+    return config
+
+
+def validate(config: Config) -> list[str]:
+    errors = []
+
+    def need(ok: bool, message: str):
+        if not ok:
+            errors.append(message)
+
+    if config.env.protocol not in PROTOCOLS:
+        errors.append(f"env.protocol = {config.env.protocol!r}; known protocols: {', '.join(PROTOCOLS)}")
+    try:
+        atari = is_atari(config.env.game)
+        if config.env.protocol in PROTOCOLS:
+            classic = config.env.protocol == "classic"
+            need(atari != classic, f"env.game = {config.env.game!r} cannot run under env.protocol = "
+                 f"{config.env.protocol!r} (Atari games: nature or machado; classic control: classic)")
+    except UnknownGameError as e:
+        errors.append(f"env.game: {e}")
+    need(config.env.num_envs >= 1, f"env.num_envs = {config.env.num_envs}; must be >= 1")
+    need(config.env.backend in BACKENDS, f"env.backend = {config.env.backend!r}; allowed: {', '.join(BACKENDS)}")
+    errors += config.agent.validate()
+    need(config.replay.capacity >= 1, f"replay.capacity = {config.replay.capacity}; must be >= 1")
+    need(config.replay.device in ("auto", "cpu", "cuda"), f"replay.device = {config.replay.device!r}; allowed: auto, cpu, cuda")
+    need(config.train.steps >= 1, f"train.steps = {config.train.steps}; must be >= 1 (agent steps)")
+    need(config.train.seed >= 0, f"train.seed = {config.train.seed}; must be >= 0")
+    need(config.train.device in ("auto", "cpu", "cuda"), f"train.device = {config.train.device!r}; allowed: auto, cpu, cuda")
+    need(config.eval.period_steps >= 0, f"eval.period_steps = {config.eval.period_steps}; must be >= 0 (0: only at the end)")
+    need(config.eval.episodes >= 0, f"eval.episodes = {config.eval.episodes}; must be >= 0")
+    need(config.eval.num_envs >= 1, f"eval.num_envs = {config.eval.num_envs}; must be >= 1")
+    if config.eval.epsilon is not None:
+        need(0.0 <= config.eval.epsilon <= 1.0, f"eval.epsilon = {config.eval.epsilon}; must be in [0, 1]")
+    if config.eval.max_episode_frames is not None:
+        need(config.eval.max_episode_frames >= 0, f"eval.max_episode_frames = {config.eval.max_episode_frames}; must be >= 0")
+    need(config.log.wandb in ("auto", "online", "offline", "disabled"),
+         f"log.wandb = {config.log.wandb!r}; allowed: auto, online, offline, disabled")
+    need(config.log.period_steps >= 1, f"log.period_steps = {config.log.period_steps}; must be >= 1")
+    need(config.log.checkpoint_period_steps >= 0, f"log.checkpoint_period_steps = {config.log.checkpoint_period_steps}; must be >= 0 (0: only at the end)")
+    need(config.log.keep_checkpoints >= 1, f"log.keep_checkpoints = {config.log.keep_checkpoints}; must be >= 1")
+    if config.env.protocol in PROTOCOLS and config.env.num_envs >= 1 and config.replay.capacity >= 1:
+        stack = config.protocol.frame_stack
+        minimum = (stack + config.agent.n_step + 1) * config.env.num_envs
+        need(config.replay.capacity >= minimum,
+             f"replay.capacity = {config.replay.capacity}; must be >= (stack + n_step + 1) * num_envs = {minimum}")
+    return errors
+
+
+def load_run_config(path: Path) -> Config:
+    with open(path, "rb") as f:
+        return finalize(from_dict(tomllib.load(f)))

@@ -1,0 +1,107 @@
+"""A run is a folder: config.toml, metrics.jsonl, episodes.csv, eval.csv, summary.json, checkpoints/."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from reproduce.config import Config
+from reproduce.sinks import EPISODE_FIELDS, EVAL_FIELDS, CsvLog, MetricsLog
+
+RUN_FILES = ("config.toml", "metrics.jsonl", "episodes.csv", "eval.csv")
+
+
+class RunDirError(ValueError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunDirError("device 'cuda' was asked for, but this machine has no CUDA device; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise RunDirError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def check_new_run_dir(path: Path) -> None:
+    """Refuses a folder that already holds a run (so that nothing in it is touched)."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"run directory {path} exists and is not a directory")
+    held = [name for name in RUN_FILES + ("checkpoints", "summary.json") if (path / name).exists()]
+    if held:
+        raise RunDirError(
+            f"run directory {path} already holds a run ({', '.join(held)}); choose another --run-dir, "
+            f"or continue it with `reproduce resume {path}`"
+        )
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = path
+        self.checkpoints = path / "checkpoints"
+        self.metrics = MetricsLog(path / "metrics.jsonl")
+        self.episodes = CsvLog(path / "episodes.csv", EPISODE_FIELDS)
+        self.evals = CsvLog(path / "eval.csv", EVAL_FIELDS)
+
+    @classmethod
+    def create(cls, path: Path, config: Config) -> RunDir:
+        check_new_run_dir(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "checkpoints").mkdir(exist_ok=True)
+        (path / "config.toml").write_text(config.to_toml())
+        return cls(path)
+
+    def write_summary(self, config: Config, steps: int, frames: int, eval_mean: float, eval_std: float,
+                      eval_episodes: int, wall: float, params_sha256: str) -> dict:
+        summary = {
+            "preset": config.preset,
+            "game": config.env.game,
+            "protocol": config.env.protocol,
+            "seed": config.train.seed,
+            "steps": steps,
+            "frames": frames,
+            "eval_return_mean": eval_mean,
+            "eval_return_std": eval_std,
+            "eval_episodes": eval_episodes,
+            "wall_time_seconds": round(wall, 1),
+            "steps_per_second": round(steps / wall, 1) if wall > 0 else None,
+            "params_sha256": params_sha256,
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+        }
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def close(self) -> None:
+        for log in (self.metrics, self.episodes, self.evals):
+            log.close()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("atari-reproduce", "torch", "gymnasium", "ale-py", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

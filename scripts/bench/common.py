@@ -1,0 +1,45 @@
+"""Shared by the benchmarks: a description of the machine, and writing results/bench/*.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "bench"
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    for name in ("torch", "numpy", "gymnasium", "ale-py", "stable-baselines3"):
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def write(name: str, result: dict) -> Path:
+    """Merges `result` into results/bench/<name>.json (other scripts may own other fields)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(result)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return path

@@ -1,0 +1,119 @@
+import csv
+import json
+import subprocess
+import tomllib
+
+import pytest
+
+from reproduce.cli import main
+
+FAST_PONG = [
+    "--steps", "600", "--wandb", "disabled", "--no-progress",
+    "--set", "agent.learning_starts_steps=200", "--set", "replay.capacity=5000",
+    "--set", "eval.episodes=1", "--set", "eval.max_episode_frames=1000", "--set", "eval.period_steps=0",
+    "--set", "log.period_steps=100",
+]
+
+
+@pytest.fixture(scope="module")
+def pong_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "pong"
+    assert main(["run", "nature_dqn", "--game", "Pong", "--run-dir", str(run_dir), *FAST_PONG]) == 0
+    return run_dir
+
+
+def test_run_folder_is_complete(pong_run):
+    config = tomllib.loads((pong_run / "config.toml").read_text())
+    assert config["env"]["game"] == "pong" and config["protocol"]["name"] == "nature"
+    assert config["protocol"]["repeat_action_probability"] == 0.0  # the protocol card is in the config
+    lines = [json.loads(line) for line in (pong_run / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "frames", "name", "value"} <= set(lines[0])
+    assert {"loss", "epsilon", "eval_return_mean"} <= {line["name"] for line in lines}
+    with open(pong_run / "eval.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "frames", "episode", "return", "length"] and len(rows) == 1
+    with open(pong_run / "episodes.csv") as f:
+        assert next(csv.reader(f)) == ["step", "frames", "env", "return", "length"]
+    summary = json.loads((pong_run / "summary.json").read_text())
+    for key in ("preset", "game", "protocol", "seed", "steps", "frames", "eval_return_mean", "eval_return_std",
+                "wall_time_seconds", "steps_per_second", "versions", "git_commit", "params_sha256"):
+        assert key in summary
+    assert summary["steps"] == 600 and summary["frames"] == 2400 and len(summary["params_sha256"]) == 64
+    assert list((pong_run / "checkpoints").glob("ckpt-*.pt"))
+
+
+def test_eval_command(pong_run, capsys):
+    assert main(["eval", str(pong_run), "--episodes", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["episodes"] == 1 and result["epsilon"] == 0.05 and len(result["returns"]) == 1
+
+
+def test_eval_video(pong_run, capsys):
+    assert main(["eval", str(pong_run), "--episodes", "1", "--video"]) == 0
+    video = json.loads(capsys.readouterr().out)["video"]
+    assert video.endswith(".mp4")
+    with open(video, "rb") as f:
+        assert b"ftyp" in f.read(64)  # an MP4 container
+
+
+def test_run_refuses_a_folder_that_holds_a_run(pong_run, capsys):
+    before = {p: p.stat().st_mtime_ns for p in pong_run.rglob("*")}
+    assert main(["run", "nature_dqn", "--run-dir", str(pong_run), *FAST_PONG]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in pong_run.rglob("*")} == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "natur_dqn"], "unknown preset 'natur_dqn'. Did you mean: nature_dqn"),
+        (["run", "nature_dqn", "--game", "Pongg"], "unknown game 'Pongg'"),
+        (["run", "nature_dqn", "--set", "agent.nstep=3"], "unknown config key 'agent.nstep'. Did you mean: agent.n_step"),
+        (["run", "nature_dqn", "--set", "env.protocol=sticky"], "env.protocol = 'sticky'; known protocols"),
+        (["run", "nature_dqn", "--set", "train.steps=lots"], "train.steps = 'lots' is not a valid int"),
+        (["run", "nature_dqn", "--steps", "0"], "train.steps = 0; must be >= 1"),
+        (["run", "nature_dqn", "--set", "replay.capacity=0"], "replay.capacity = 0; must be >= 1"),
+        (["run", "nature_dqn", "--set", "env.num_envs=0"], "env.num_envs = 0; must be >= 1"),
+        (["run", "nature_dqn", "--set", "agent.gamma=1.5"], "agent.gamma = 1.5; must be in [0, 1]"),
+        (["run", "nature_dqn", "--set", "agent.n_step=0"], "agent.n_step = 0; must be >= 1"),
+        (["run", "nature_dqn", "--set", "agent.epsilon_end=2"], "agent.epsilon_end = 2.0; must be in [0, 1]"),
+        (["run", "nature_dqn", "--set", "eval.epsilon=-0.1"], "eval.epsilon = -0.1; must be in [0, 1]"),
+        (["run", "cartpole_dqn", "--game", "pong"], "cannot run under env.protocol = 'classic'"),
+    ],
+)
+def test_bad_input_is_one_clear_message(args, message, capsys, tmp_path):
+    run_dir = tmp_path / "never"
+    assert main([*args, "--run-dir", str(run_dir), "--wandb", "disabled"]) == 2
+    assert message in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_cuda_without_cuda(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["run", "cartpole_dqn", "--device", "cuda", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_replay_that_does_not_fit_is_refused_before_anything_is_written(capsys, tmp_path):
+    run_dir = tmp_path / "huge"
+    assert main(["run", "nature_dqn", "--set", "replay.capacity=1000000000000", "--run-dir", str(run_dir),
+                 "--wandb", "disabled", "--no-progress"]) == 2
+    assert "GiB" in capsys.readouterr().err and not run_dir.exists()
+
+
+def test_list_and_show(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "nature_dqn" in out and "cartpole_dqn" in out
+    assert main(["show", "nature_dqn", "--set", "agent.n_step=3"]) == 0
+    shown = capsys.readouterr().out
+    config = tomllib.loads(shown.split("\n", 1)[1])
+    assert config["agent"]["n_step"] == 3 and config["protocol"]["noop_max"] == 30
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(["reproduce", "list"], capture_output=True, text=True, check=True).stdout
+    assert "nature_dqn" in out

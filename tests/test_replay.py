@@ -1,0 +1,177 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.replay.frame import FrameReplay, ReplayTooLargeError
+from tests.naive_replay import NaiveReplay
+
+
+class FakeEnvs:
+    """N environments whose frames are unique integers, stacked with zero padding like the protocols."""
+
+    def __init__(self, num_envs: int, stack: int, shape=(2,)):
+        self.n, self.stack, self.shape = num_envs, stack, shape
+        self.next_id = 1
+        self.history = [self._new_frame_list() for _ in range(num_envs)]
+
+    def _frame(self):
+        f = np.full(self.shape, self.next_id, dtype=np.int64)
+        self.next_id += 1
+        return f
+
+    def _new_frame_list(self):
+        return [self._frame()]
+
+    def _stack(self, frames):
+        pad = [np.zeros(self.shape, np.int64)] * max(0, self.stack - len(frames))
+        return np.stack(pad + frames[-self.stack :])
+
+    def obs(self):
+        return np.stack([self._stack(h) for h in self.history])
+
+    def step(self, done):
+        """Advances every env by one frame; returns next_obs (final obs where done), then resets those."""
+        for h in self.history:
+            h.append(self._frame())
+        next_obs = self.obs()
+        for e in np.flatnonzero(done):
+            self.history[e] = self._new_frame_list()
+        return next_obs
+
+
+def key(obs, action, reward, discount, next_obs):
+    return (np.asarray(obs).tobytes(), int(action), round(float(reward), 4), round(float(discount), 4),
+            np.asarray(next_obs).tobytes())
+
+
+def run_stream(num_envs, stack, n_step, slots, events, gamma=0.9):
+    envs = FakeEnvs(num_envs, stack)
+    replay = FrameReplay(slots * num_envs, num_envs, obs_shape=(2,), stack=stack, n_step=n_step,
+                         gamma=gamma, obs_dtype=torch.int64, seed=0)
+    naive = NaiveReplay(slots * num_envs, num_envs, stack, n_step, gamma)
+    rng = np.random.default_rng(len(events))
+    for kind in events:
+        terminated = np.array([k == 1 for k in kind])
+        truncated = np.array([k == 2 for k in kind])
+        obs = envs.obs()
+        action = rng.integers(0, 6, num_envs)
+        reward = rng.integers(-2, 3, num_envs).astype(np.float32)
+        next_obs = envs.step(terminated | truncated)
+        replay.add(obs, action, reward, terminated, truncated, next_obs)
+        naive.add(obs, action, reward, terminated, truncated, next_obs)
+    return replay, naive
+
+
+streams = st.integers(1, 3).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.integers(1, 4),  # stack
+        st.integers(1, 5),  # n_step
+        st.integers(0, 12),  # extra slots beyond the minimum
+        st.lists(st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=n, max_size=n), min_size=1, max_size=60),
+    )
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams)
+def test_replay_matches_naive_reference(stream):
+    num_envs, stack, n_step, extra, events = stream
+    slots = stack + n_step + 1 + extra
+    replay, naive = run_stream(num_envs, stack, n_step, slots, events)
+    expected = {key(*t) for t in naive.available()}
+    assert len(replay) == len(naive.available())
+    if not expected:
+        return
+    seen = set()
+    for _ in range(60):
+        b = replay.sample(64)
+        for i in range(64):
+            k = key(b.obs[i], b.action[i], b.reward[i], b.discount[i], b.next_obs[i])
+            assert k in expected, "sampled a transition the reference does not hold"
+            seen.add(k)
+        if seen == expected:
+            break
+    assert seen == expected, f"{len(expected - seen)} available transitions never sampled"
+
+
+def test_hand_worked_three_step_return():
+    # One env, stack 2, n = 3, gamma 0.5: rewards 1, 2, 4 then termination after the 4th step.
+    envs = FakeEnvs(1, 2)
+    replay = FrameReplay(40, 1, obs_shape=(2,), stack=2, n_step=3, gamma=0.5, obs_dtype=torch.int64, seed=0)
+    rewards = [1.0, 2.0, 4.0, 8.0]
+    for i, r in enumerate(rewards):
+        done = np.array([i == 3])
+        obs = envs.obs()
+        replay.add(obs, [i], [r], done, [False], envs.step(done))
+    batch = replay._gather(torch.tensor([0, 1, 3]))  # slots of steps 0, 1, 3 (one env: slot = step)
+    # step 0: 1 + 0.5*2 + 0.25*4 = 3, bootstraps from step 3's observation with 0.5^3
+    # step 1: 2 + 0.5*4 + 0.25*8 = 6, terminated within the window: discount 0
+    # step 3: 8, terminated: discount 0
+    assert batch.reward.tolist() == [3.0, 6.0, 8.0]
+    assert batch.discount.tolist() == [0.125, 0.0, 0.0]
+    assert batch.obs[0].tolist() == [[0, 0], [1, 1]]  # zero before the episode's first frame
+    assert batch.next_obs[0].tolist() == [[3, 3], [4, 4]]
+    assert batch.next_obs[2].tolist() == [[4, 4], [5, 5]]  # the final observation
+
+
+def test_truncation_bootstraps_from_final_observation():
+    envs = FakeEnvs(1, 1)
+    replay = FrameReplay(20, 1, obs_shape=(2,), stack=1, n_step=2, gamma=0.5, obs_dtype=torch.int64, seed=0)
+    for i in range(3):
+        done = np.array([i == 1])
+        obs = envs.obs()
+        replay.add(obs, [0], [1.0], [False], done, envs.step(done))
+    batch = replay._gather(torch.tensor([0]))
+    assert batch.reward.item() == 1.5 and batch.discount.item() == 0.25
+    assert batch.next_obs[0].tolist() == [[3, 3]]  # final observation of the truncated episode
+
+
+def test_vector_observations_float32():
+    replay = FrameReplay(100, 2, obs_shape=(4,), stack=1, obs_dtype=torch.float32, seed=0)
+    obs = np.random.rand(2, 4).astype(np.float32)
+    for _ in range(5):
+        nxt = np.random.rand(2, 4).astype(np.float32)
+        replay.add(obs, [0, 1], [1.0, 0.0], [False, False], [False, False], nxt)
+        obs = nxt
+    b = replay.sample(8)
+    assert b.obs.shape == (8, 1, 4) and b.obs.dtype == torch.float32
+
+
+def test_rejects_non_zero_padding():
+    replay = FrameReplay(100, 1, obs_shape=(2,), stack=2, obs_dtype=torch.int64)
+    obs = np.ones((1, 2, 2), np.int64)
+    with pytest.raises(ValueError, match="zero"):
+        replay.add(obs, [0], [0.0], [False], [False], obs)
+
+
+def test_sampling_before_any_transition_is_an_error():
+    replay = FrameReplay(100, 1, obs_shape=(2,), stack=1, obs_dtype=torch.int64)
+    with pytest.raises(RuntimeError, match="no complete transition"):
+        replay.sample(4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(capacity=4, num_envs=1), "capacity 4"),
+        (dict(capacity=100, num_envs=0), "num_envs"),
+        (dict(capacity=100, num_envs=1, n_step=0), "n_step"),
+        (dict(capacity=100, num_envs=1, gamma=1.5), "gamma"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FrameReplay(**kwargs)
+
+
+def test_refuses_replay_larger_than_memory():
+    with pytest.raises(ReplayTooLargeError, match="GiB"):
+        FrameReplay(10**12, 1)
+
+
+def test_bytes_per_transition_is_frame_plus_small_metadata():
+    replay = FrameReplay(100_000, 1)
+    assert replay.nbytes() / replay.capacity < 84 * 84 + 20

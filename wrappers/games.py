@@ -1,0 +1,54 @@
+"""Game names: the ROMs ale-py ships, and the spellings users type for them."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+
+# Non-Atari environments used as check tiers, by the name users type.
+CLASSIC_GAMES = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "mountaincar": "MountainCar-v0"}
+
+
+class UnknownGameError(ValueError):
+    pass
+
+
+@functools.cache
+def atari_games() -> tuple[str, ...]:
+    """ROM ids shipped with ale-py, in snake_case (`space_invaders`)."""
+    from ale_py import roms
+
+    return tuple(sorted(roms.get_all_rom_ids()))
+
+
+def _key(name: str) -> str:
+    # `SpaceInvaders`, `space_invaders`, `spaceinvaders`, `Space-Invaders` and `ALE/SpaceInvaders-v5`
+    # all name the same game.
+    name = re.sub(r"^ALE/|-v\d+$", "", name.strip())
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def canonical_game(name: str) -> str:
+    """The canonical name of a game: an Atari ROM id (`space_invaders`) or a classic-control id.
+
+    Raises UnknownGameError naming the closest known games.
+    """
+    key = _key(name)
+    for rom in atari_games():
+        if _key(rom) == key:
+            return rom
+    if key in CLASSIC_GAMES or key in {_key(v) for v in CLASSIC_GAMES.values()}:
+        return next(k for k, v in CLASSIC_GAMES.items() if key in (k, _key(v)))
+    known = list(atari_games()) + list(CLASSIC_GAMES)
+    close = difflib.get_close_matches(key, [_key(g) for g in known], n=3, cutoff=0.5)
+    names = [g for c in close for g in known if _key(g) == c]
+    hint = f" Did you mean: {', '.join(names)}?" if names else ""
+    raise UnknownGameError(
+        f"unknown game {name!r}.{hint} Known games are the {len(atari_games())} ROMs of ale-py "
+        f"(`python -c 'import ale_py.roms as r; print(r.get_all_rom_ids())'`) and {', '.join(CLASSIC_GAMES)}."
+    )
+
+
+def is_atari(game: str) -> bool:
+    return canonical_game(game) in atari_games()

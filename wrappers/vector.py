@@ -1,0 +1,89 @@
+"""Vector environments: N copies of one game under one protocol, stepped together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers import RecordEpisodeStatistics
+
+from wrappers.atari import make_atari_env
+from wrappers.games import CLASSIC_GAMES, canonical_game, is_atari
+from wrappers.protocols import CLASSIC, Protocol, get_protocol
+
+BACKENDS = ("sync", "async")
+
+
+def make_env(game: str, protocol: Protocol | str, evaluation: bool = False, render_mode=None) -> gym.Env:
+    """One environment of `game` under `protocol` (a card or its name)."""
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    game = canonical_game(game)
+    if is_atari(game):
+        if protocol.name == CLASSIC.name:
+            raise ValueError(f"game {game!r} is an Atari game; use protocol 'nature' or 'machado', not 'classic'")
+        return make_atari_env(game, protocol, evaluation=evaluation, render_mode=render_mode)
+    if protocol.name != CLASSIC.name:
+        raise ValueError(f"game {game!r} is a classic-control task; it runs under protocol 'classic' only")
+    return RecordEpisodeStatistics(gym.make(CLASSIC_GAMES[game], render_mode=render_mode))
+
+
+def make_vector_env(
+    game: str,
+    protocol: Protocol | str,
+    num_envs: int,
+    seed: int,
+    evaluation: bool = False,
+    backend: str = "sync",
+) -> gym.vector.VectorEnv:
+    """`num_envs` environments of `game`; Atari observations are uint8 [num_envs, 4, 84, 84].
+
+    Environments reset themselves in the step that ends an episode (gymnasium's SAME_STEP autoreset):
+    the returned observation starts the next episode, and the last one of the finished episode is in
+    info["final_obs"] (see `next_observations`). Environment i is seeded with seed + i at the first
+    reset, which the caller makes with `reset(seed=seed)`.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    canonical_game(game)  # fail here, in this process, for an unknown game
+    fns = [lambda: make_env(game, protocol, evaluation) for _ in range(num_envs)]
+    cls = SyncVectorEnv if backend == "sync" else AsyncVectorEnv
+    return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def next_observations(obs: np.ndarray, info: dict) -> np.ndarray:
+    """The observations that followed the actions: `obs`, with the final observation of each episode
+    that ended in this step in place of the first observation of the next one."""
+    if "_final_obs" not in info or not info["_final_obs"].any():
+        return obs
+    nxt = obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        nxt[i] = info["final_obs"][i]
+    return nxt
+
+
+@dataclass(frozen=True)
+class Episode:
+    env: int
+    score: float  # unclipped return of the whole game
+    length: int  # agent steps
+
+
+def finished_episodes(info: dict) -> list[Episode]:
+    """Whole games (not lives) that ended in this step, with their unclipped scores."""
+    final = info.get("final_info")
+    if final is None or "episode" not in final:
+        return []
+    ep, mask = final["episode"], final["_episode"]
+    return [Episode(int(i), float(ep["r"][i]), int(ep["l"][i])) for i in np.flatnonzero(mask)]
+
+
+def observation_spec(obs: np.ndarray, protocol: Protocol) -> tuple[tuple[int, ...], int]:
+    """(shape of one frame, frames per stack) of a batch of observations [N, stack, *frame] (or
+    [N, *frame] when the protocol stacks nothing)."""
+    stack = protocol.frame_stack
+    return (tuple(obs.shape[2:]) if stack > 1 else tuple(obs.shape[1:])), stack
