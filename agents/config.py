@@ -47,7 +47,8 @@ class AgentConfig:
     # Replay sampling
     prioritized: bool = False  # Schaul et al. 2016, proportional
     priority_alpha: float = 0.6  # priority exponent
-    priority_beta: float = 0.4  # importance-sampling exponent at the start, annealed to 1 ...
+    priority_beta: float = 0.4  # importance-sampling exponent at the start, annealed linearly ...
+    priority_beta_end: float = 1.0  # ... to this value ...
     priority_beta_steps: int = 0  # ... over this many agent steps (0: the run's whole budget)
     priority_eps: float = 1e-6  # added to |TD error| so every transition keeps a chance
     batch_size: int = 32  # transitions per update
@@ -95,6 +96,7 @@ class AgentConfig:
         need(self.kappa >= 0, f"agent.kappa = {self.kappa}; must be >= 0")
         need(0.0 <= self.priority_alpha <= 1.0, f"agent.priority_alpha = {self.priority_alpha}; must be in [0, 1]")
         need(0.0 <= self.priority_beta <= 1.0, f"agent.priority_beta = {self.priority_beta}; must be in [0, 1]")
+        need(0.0 <= self.priority_beta_end <= 1.0, f"agent.priority_beta_end = {self.priority_beta_end}; must be in [0, 1]")
         need(self.priority_beta_steps >= 0, f"agent.priority_beta_steps = {self.priority_beta_steps}; must be >= 0")
         need(self.priority_eps > 0, f"agent.priority_eps = {self.priority_eps}; must be > 0")
         need(self.learning_rate > 0, f"agent.learning_rate = {self.learning_rate}; must be > 0")

@@ -87,9 +87,13 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
+    # [protocol]: fields of the protocol card that this preset changes (for example Dopamine's minimal
+    # action set under the machado protocol); the resolved card is written into every run's config.
+    protocol_overrides: dict = field(default_factory=dict)
+
     @property
     def protocol(self) -> Protocol:
-        return get_protocol(self.env.protocol)
+        return dataclasses.replace(get_protocol(self.env.protocol), **self.protocol_overrides)
 
     @property
     def frames(self) -> int:
@@ -97,6 +101,7 @@ class Config:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        del d["protocol_overrides"]
         d["protocol"] = self.protocol.to_dict()
         return _drop_none(d)
 
@@ -104,7 +109,8 @@ class Config:
         return tomli_w.dumps(self.to_dict())
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "preset"}
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name not in ("preset", "protocol_overrides")}
+PROTOCOL_FIELDS = {f.name: f for f in dataclasses.fields(Protocol) if f.name not in ("name", "citation")}
 
 
 def _drop_none(d):
@@ -136,8 +142,11 @@ def from_dict(data: dict, preset: str = "") -> Config:
     """A Config from nested dicts (a preset, or a run's config.toml); unknown keys are errors."""
     config = Config(preset=data.get("preset", preset))
     for section, values in data.items():
-        if section in ("preset", "protocol"):
-            continue  # the protocol card is derived from env.protocol
+        if section == "preset":
+            continue
+        if section == "protocol":
+            set_protocol_fields(config, values)
+            continue
         if section not in SECTIONS:
             raise ConfigError(_unknown(section, list(SECTIONS), "section"))
         if not isinstance(values, dict):
@@ -147,9 +156,23 @@ def from_dict(data: dict, preset: str = "") -> Config:
     return config
 
 
+def set_protocol_fields(config: Config, values: dict) -> None:
+    """Applies a [protocol] table; keys the card already has at that value (a resolved config.toml) are
+    kept as they are."""
+    for key, value in values.items():
+        if key in ("name", "citation"):
+            continue
+        set_value(config, f"protocol.{key}", value)
+
+
 def set_value(config: Config, dotted: str, value) -> None:
     """Sets section.key to value, converted to the field's type; errors name the key and what is allowed."""
     section, _, key = dotted.partition(".")
+    if section == "protocol":
+        if key not in PROTOCOL_FIELDS:
+            raise ConfigError(_unknown(dotted, [f"protocol.{k}" for k in PROTOCOL_FIELDS], "protocol field"))
+        config.protocol_overrides[key] = _convert(value, PROTOCOL_FIELDS[key].type, dotted)
+        return
     if section not in SECTIONS or not key:
         raise ConfigError(_unknown(dotted, [f"{s}.<key>" for s in SECTIONS], "config key"))
     target = getattr(config, section)
@@ -201,6 +224,8 @@ def _convert(value, hint, key: str):
         (item,) = typing.get_args(hint)
         if isinstance(value, list):
             return [_convert(v, item, key) for v in value]
+    if isinstance(hint, str):  # a dataclass field annotation left as text
+        return _convert(value, {"int": int, "float": float, "bool": bool, "str": str}[hint], key)
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{key} = {value!r} is not a valid {name}")
 
@@ -268,6 +293,15 @@ def validate(config: Config) -> list[str]:
     need(config.log.period_steps >= 1, f"log.period_steps = {config.log.period_steps}; must be >= 1")
     need(config.log.checkpoint_period_steps >= 0, f"log.checkpoint_period_steps = {config.log.checkpoint_period_steps}; must be >= 0 (0: only at the end)")
     need(config.log.keep_checkpoints >= 1, f"log.keep_checkpoints = {config.log.keep_checkpoints}; must be >= 1")
+    if config.env.protocol in PROTOCOLS:
+        card = config.protocol
+        need(0.0 <= card.repeat_action_probability <= 1.0,
+             f"protocol.repeat_action_probability = {card.repeat_action_probability}; must be in [0, 1]")
+        need(0.0 <= card.eval_epsilon <= 1.0, f"protocol.eval_epsilon = {card.eval_epsilon}; must be in [0, 1]")
+        for key in ("noop_max", "max_episode_frames", "eval_max_episode_frames"):
+            need(getattr(card, key) >= 0, f"protocol.{key} = {getattr(card, key)}; must be >= 0")
+        for key in ("frame_skip", "frame_stack"):
+            need(getattr(card, key) >= 1, f"protocol.{key} = {getattr(card, key)}; must be >= 1")
     if config.env.protocol in PROTOCOLS and config.env.num_envs >= 1 and config.replay.capacity >= 1:
         stack = config.protocol.frame_stack
         minimum = (stack + config.agent.n_step + 1) * config.env.num_envs

@@ -19,5 +19,5 @@ def build_replay(agent: AgentConfig, capacity: int, num_envs: int, obs_shape: tu
                   gamma=agent.gamma, device=device, obs_dtype=obs_dtype, seed=seed)
     if not agent.prioritized:
         return FrameReplay(**common)
-    return PrioritizedReplay(**common, alpha=agent.priority_alpha, beta=agent.priority_beta,
+    return PrioritizedReplay(**common, alpha=agent.priority_alpha, beta=agent.priority_beta, beta_end=agent.priority_beta_end,
                              beta_steps=agent.priority_beta_steps or total_steps, eps=agent.priority_eps)

@@ -2,7 +2,7 @@
 
 P(i) = p_i^alpha / sum_k p_k^alpha with p_i = |delta_i| + eps; a transition enters at the largest
 priority seen so far. Importance weights w_i = (M * P(i))^-beta, divided by the largest weight in the
-batch (as DQN Zoo does; the memory size M cancels), with beta annealed linearly to 1.
+batch (as DQN Zoo does; the memory size M cancels), with beta annealed linearly (to 1 in the paper).
 """
 
 from __future__ import annotations
@@ -18,27 +18,29 @@ class PrioritizedReplay(FrameReplay):
         *args,
         alpha: float = 0.6,
         beta: float = 0.4,
+        beta_end: float = 1.0,
         beta_steps: int = 1,
         eps: float = 1e-6,
         **kwargs,
     ):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"priority exponent alpha must be in [0, 1], got {alpha}")
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"importance exponent beta must be in [0, 1], got {beta}")
+        for name, value in (("beta", beta), ("beta_end", beta_end)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"importance exponent {name} must be in [0, 1], got {value}")
         if beta_steps < 1:
             raise ValueError(f"beta_steps must be >= 1, got {beta_steps}")
         if eps <= 0:
             raise ValueError(f"priority eps must be > 0, got {eps}")
         super().__init__(*args, **kwargs)
-        self.alpha, self.beta_start, self.beta_steps, self.eps = alpha, beta, beta_steps, eps
+        self.alpha, self.beta_start, self.beta_end, self.beta_steps, self.eps = alpha, beta, beta_end, beta_steps, eps
         # Largest p^alpha so far (a device scalar: reading it back would stall a GPU every step).
         self.max_priority = torch.ones((), dtype=torch.float32, device=self.device)
 
     def beta(self) -> float:
-        """beta, annealed linearly from its start value to 1 over beta_steps added transitions."""
+        """beta, annealed linearly from its start to its end value over beta_steps added transitions."""
         progress = min(1.0, self.steps_added / self.beta_steps)
-        return self.beta_start + (1.0 - self.beta_start) * progress
+        return self.beta_start + (self.beta_end - self.beta_start) * progress
 
     def _initial_priority(self) -> torch.Tensor:
         return self.max_priority
@@ -59,6 +61,8 @@ class PrioritizedReplay(FrameReplay):
     def update_priorities(self, index: torch.Tensor, priority: torch.Tensor) -> None:
         """Sets the priority of sampled transitions from their new |TD error| (or loss)."""
         index = index.to(self.device)
+        if index.numel() == 0:
+            return
         value = (priority.detach().to(self.device, torch.float32).abs() + self.eps) ** self.alpha
         # A slot that stopped being sampleable since it was drawn stays at 0.
         value = torch.where(self.tree.get(index) > 0, value, 0.0)

@@ -28,17 +28,28 @@ def ours(num_envs: int) -> float:
     return replay.nbytes() / replay.capacity
 
 
-def sb3() -> float | None:
+def sb3() -> dict | None:
+    """SB3's bytes per transition; its arrays grow linearly with capacity, so where 1M does not fit in
+    this machine's memory it is measured at 100,000."""
     try:
         import numpy as np
         from gymnasium import spaces
         from stable_baselines3.common.buffers import ReplayBuffer
     except ImportError:
         return None
-    buffer = ReplayBuffer(CAPACITY, spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(18), device="cpu",
-                          optimize_memory_usage=True, handle_timeout_termination=False)
-    arrays = [v for v in vars(buffer).values() if isinstance(v, np.ndarray)]
-    return sum(a.nbytes for a in arrays) / CAPACITY
+    for capacity in (CAPACITY, 100_000):
+        try:
+            buffer = ReplayBuffer(capacity, spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(18),
+                                  device="cpu", optimize_memory_usage=True, handle_timeout_termination=False)
+        except MemoryError as e:
+            refused = str(e)
+            continue
+        arrays = [v for v in vars(buffer).values() if isinstance(v, np.ndarray)]
+        out = {"bytes_per_transition": round(sum(a.nbytes for a in arrays) / capacity, 2), "measured_at": capacity}
+        if capacity != CAPACITY:
+            out["at_1M"] = f"numpy refused the allocation on this machine: {refused}"
+        return out
+    return None
 
 
 if __name__ == "__main__":
@@ -48,10 +59,11 @@ if __name__ == "__main__":
         "observation": "uint8 4x84x84 stack (Atari)",
         "bytes_per_transition": round(ours(1), 2),
         "bytes_per_transition_8_envs": round(ours(8), 2),
-        "sb3_bytes_per_transition": None if (b := sb3()) is None else round(b, 2),
-        "sb3_note": "ReplayBuffer(optimize_memory_usage=True, handle_timeout_termination=False), 1 env, int64 actions",
         "machine": machine(),
     }
-    if result["sb3_bytes_per_transition"]:
+    if (theirs := sb3()) is not None:
+        result["sb3_bytes_per_transition"] = theirs.pop("bytes_per_transition")
+        result["sb3"] = {"buffer": "ReplayBuffer(optimize_memory_usage=True, handle_timeout_termination=False), 1 env",
+                         **theirs}
         result["ratio_sb3_over_ours"] = round(result["sb3_bytes_per_transition"] / result["bytes_per_transition"], 3)
     write("replay_memory", result)

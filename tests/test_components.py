@@ -1,0 +1,283 @@
+"""The DQN family's components against hand-worked examples and naive implementations."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents import AgentConfig
+from agents.losses import (
+    categorical_projection,
+    greedy_bootstrap,
+    munchausen_target,
+    quantile_huber_loss,
+    td_target,
+)
+from agents.networks import Head, NoisyLinear, dueling_aggregate
+from agents.optim import CenteredRMSprop
+from agents.replay import PrioritizedReplay, SumTree
+
+
+# ------------------------------------------------------------------ categorical projection
+def naive_projection(p, r, d, z):
+    """Bellemare et al. 2017, Algorithm 1, one atom at a time."""
+    v_min, v_max, k = z[0], z[-1], len(z)
+    dz = (v_max - v_min) / (k - 1)
+    m = np.zeros(k)
+    for j in range(k):
+        tz = min(max(r + d * z[j], v_min), v_max)
+        b = (tz - v_min) / dz
+        lo, hi = math.floor(round(b, 9)), math.ceil(round(b, 9))
+        if lo == hi:
+            m[lo] += p[j]
+        else:
+            m[lo] += p[j] * (hi - b)
+            m[hi] += p[j] * (b - lo)
+    return m
+
+
+def test_projection_hand_worked():
+    z = torch.tensor([-1.0, 0.0, 1.0])
+    p = torch.tensor([[0.2, 0.3, 0.5], [0.2, 0.3, 0.5], [0.2, 0.3, 0.5]])
+    # r + d z = [0, 0.5, 1]: 0.2 -> atom 0; 0.3 split evenly between 0 and 1; 0.5 -> atom 1
+    # r = 5 (beyond the top): everything on the top atom; discount 0, r = -0.25: all at -0.25
+    m = categorical_projection(p, torch.tensor([0.5, 5.0, -0.25]), torch.tensor([0.5, 1.0, 0.0]), z)
+    assert torch.allclose(m, torch.tensor([[0.0, 0.35, 0.65], [0.0, 0.0, 1.0], [0.25, 0.75, 0.0]]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(2, 11),
+    st.floats(-20, 20),
+    st.floats(0, 1),
+    st.floats(-5, -0.1),
+    st.floats(0.1, 5),
+    st.integers(0, 2**31 - 1),
+)
+def test_projection_matches_naive_loop(k, reward, discount, v_min, v_max, seed):
+    p = np.random.default_rng(seed).dirichlet(np.ones(k))
+    z = np.linspace(v_min, v_max, k)
+    f64 = dict(dtype=torch.float64)
+    got = categorical_projection(torch.tensor(p)[None], torch.tensor([reward], **f64), torch.tensor([discount], **f64),
+                                 torch.tensor(z))[0].numpy()
+    assert np.allclose(got, naive_projection(p, reward, discount, z), atol=1e-9)
+    assert got.sum() == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ targets
+def test_double_and_plain_q_bootstrap_against_loops():
+    g = torch.Generator().manual_seed(0)
+    next_online, next_target = torch.randn(16, 5, generator=g), torch.randn(16, 5, generator=g)
+    reward, discount = torch.randn(16, generator=g), torch.rand(16, generator=g)
+    double = td_target(reward, discount, greedy_bootstrap(next_target, next_online))
+    plain = td_target(reward, discount, greedy_bootstrap(next_target, next_target))
+    for i in range(16):
+        a = int(np.argmax(next_online[i].numpy()))
+        assert double[i] == pytest.approx(float(reward[i] + discount[i] * next_target[i, a]))
+        assert plain[i] == pytest.approx(float(reward[i] + discount[i] * next_target[i].max()))
+
+
+def test_dueling_aggregation_against_formula():
+    value, advantage = torch.randn(8, 1, 3), torch.randn(8, 6, 3)
+    q = dueling_aggregate(value, advantage)
+    for b in range(8):
+        for a in range(6):
+            expected = value[b, 0] + advantage[b, a] - advantage[b].mean(0)
+            assert torch.allclose(q[b, a], expected, atol=1e-6)
+    # The advantages of each state average to zero after aggregation: V is identifiable.
+    assert torch.allclose((q - value).mean(1), torch.zeros(8, 3), atol=1e-6)
+
+
+def test_dueling_head_scales_the_gradient_into_the_torso():
+    torch.manual_seed(0)
+    x = torch.randn(4, 10, requires_grad=True)
+    head = Head(10, 3, hidden=8, dueling=True, grad_scale=0.5)
+    head(x).sum().backward()
+    scaled = x.grad.clone()
+    x.grad = None
+    head.grad_scale = 1.0
+    head(x).sum().backward()
+    assert torch.allclose(scaled, 0.5 * x.grad)
+
+
+def test_munchausen_target_against_loop():
+    g = torch.Generator().manual_seed(1)
+    q, next_q = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    action = torch.randint(4, (8,), generator=g)
+    reward, discount = torch.randn(8, generator=g), torch.rand(8, generator=g)
+    tau, alpha, l0 = 0.03, 0.9, -1.0
+    got = munchausen_target(reward, discount, action, q, next_q, tau, alpha, l0)
+    for i in range(8):
+        log_pi = q[i].double().numpy() / tau - np.logaddexp.reduce(q[i].double().numpy() / tau)
+        next_log_pi = next_q[i].double().numpy() / tau - np.logaddexp.reduce(next_q[i].double().numpy() / tau)
+        bonus = alpha * min(max(tau * log_pi[action[i]], l0), 0.0)
+        soft = sum(np.exp(next_log_pi[a]) * (next_q[i, a].item() - tau * next_log_pi[a]) for a in range(4))
+        assert got[i].item() == pytest.approx(reward[i].item() + bonus + discount[i].item() * soft, abs=1e-4)
+
+
+def naive_quantile_huber(pred, target, taus, kappa):
+    total = 0.0
+    for i in range(len(pred)):
+        row = 0.0
+        for j in range(len(target)):
+            u = target[j] - pred[i]
+            h = 0.5 * u * u if abs(u) <= kappa else kappa * (abs(u) - 0.5 * kappa)
+            h = h / kappa if kappa > 0 else abs(u)
+            row += abs(taus[i] - (1.0 if u < 0 else 0.0)) * h
+        total += row / len(target)
+    return total
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.5, 1.0, 2.0])
+def test_quantile_huber_loss_against_loops(kappa):
+    g = torch.Generator().manual_seed(2)
+    pred, target = torch.randn(5, 7, generator=g) * 2, torch.randn(5, 9, generator=g) * 2
+    taus = torch.rand(5, 7, generator=g)
+    got = quantile_huber_loss(pred, target, taus, kappa)
+    for b in range(5):
+        expected = naive_quantile_huber(pred[b].tolist(), target[b].tolist(), taus[b].tolist(), kappa)
+        assert got[b].item() == pytest.approx(expected, rel=1e-5)
+
+
+# ------------------------------------------------------------------ noisy nets
+def test_noisy_linear_is_deterministic_in_eval_and_resamples_in_training():
+    torch.manual_seed(0)
+    layer = NoisyLinear(16, 4, sigma0=0.5)
+    x = torch.randn(3, 16)
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))
+    assert torch.allclose(layer(x), x @ layer.weight_mu.T + layer.bias_mu)
+    layer.train()
+    assert not torch.allclose(layer(x), layer(x))
+    # Initialisation (factorised case): sigma = sigma0 / sqrt(fan_in), mu within +-1/sqrt(fan_in).
+    assert torch.allclose(layer.weight_sigma, torch.full_like(layer.weight_sigma, 0.5 / 4))
+    assert layer.weight_mu.abs().max() <= 0.25
+
+
+def test_noisy_linear_noise_is_factorised():
+    torch.manual_seed(0)
+    layer = NoisyLinear(5, 3, sigma0=1.0)
+    with torch.no_grad():
+        layer.weight_mu.zero_()
+        layer.bias_mu.zero_()
+        layer.weight_sigma.fill_(1.0)
+        layer.bias_sigma.fill_(1.0)
+    out = layer(torch.cat([torch.eye(5), torch.zeros(1, 5)]))  # one forward pass: one draw of noise
+    w = (out[:5] - out[5]).T  # the noisy weight matrix, without its bias
+    assert torch.linalg.matrix_rank(w) == 1  # f(eps_out) f(eps_in)^T
+
+
+# ------------------------------------------------------------------ sum tree and prioritized replay
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=300), st.integers(2, 9), st.integers(0, 2**31 - 1))
+def test_sumtree_against_numpy_cumsum(priorities, fanout, seed):
+    tree = SumTree(len(priorities), fanout=fanout)
+    tree.update(torch.arange(len(priorities)), torch.tensor(priorities, dtype=torch.float32))
+    cumsum = np.cumsum(priorities, dtype=np.float64)
+    assert tree.total().item() == cumsum[-1]
+    if cumsum[-1] == 0:
+        return
+    u = np.random.default_rng(seed).uniform(0, cumsum[-1], 64)
+    assert np.array_equal(tree.find(torch.tensor(u)).numpy(), np.searchsorted(cumsum, u, side="right"))
+
+
+def test_sumtree_last_duplicate_wins_and_updates_propagate():
+    tree = SumTree(100, fanout=4)
+    tree.update(torch.tensor([3, 3, 7]), torch.tensor([1.0, 5.0, 2.0]))
+    assert tree.get(torch.tensor([3, 7])).tolist() == [5.0, 2.0] and tree.total().item() == 7.0
+    tree.update(torch.tensor([3]), torch.tensor([0.0]))
+    assert tree.total().item() == 2.0 and tree.find(torch.tensor([0.0, 1.99])).tolist() == [7, 7]
+
+
+def test_sumtree_sampling_frequencies_chi_square():
+    priorities = torch.arange(1, 11, dtype=torch.float32)
+    tree = SumTree(10, fanout=3)
+    tree.update(torch.arange(10), priorities)
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    counts = torch.bincount(tree.find(torch.rand(n, generator=g, dtype=torch.float64) * tree.total()), minlength=10)
+    expected = n * priorities / priorities.sum()
+    chi2 = (((counts - expected) ** 2) / expected).sum().item()
+    assert chi2 < 27.88  # chi-square, 9 degrees of freedom, p = 0.001
+
+
+def filled_prioritized(alpha=0.6, beta=0.4):
+    replay = PrioritizedReplay(64, 1, obs_shape=(1,), stack=1, obs_dtype=torch.float32, seed=0,
+                               alpha=alpha, beta=beta, beta_steps=100)
+    for i in range(20):
+        replay.add([[i]], [0], [0.0], [False], [False], [[i + 1]])
+    assert len(replay) == 20  # brings the tree up to date
+    return replay
+
+
+def test_prioritized_weights_against_the_formula():
+    replay = filled_prioritized()
+    valid = torch.nonzero(replay.tree.leaves > 0).squeeze(1)
+    td = torch.linspace(0.1, 3.0, len(valid))
+    replay.update_priorities(valid, td)
+    leaves = (td + replay.eps) ** replay.alpha
+    assert torch.allclose(replay.tree.get(valid), leaves)
+    batch = replay.sample(16)
+    p = replay.tree.get(batch.index) / leaves.sum()
+    beta = replay.beta()
+    assert beta == pytest.approx(0.4 + 0.6 * 20 / 100)
+    w = (len(valid) * p) ** -beta
+    assert torch.allclose(batch.weight, (w / w.max()).float(), atol=1e-6)
+
+
+def test_prioritized_new_transitions_enter_at_the_maximum():
+    replay = filled_prioritized()
+    valid = torch.nonzero(replay.tree.leaves > 0).squeeze(1)
+    replay.update_priorities(valid, torch.full((len(valid),), 0.5))
+    replay.update_priorities(valid[:1], torch.tensor([4.0]))
+    replay.add([[20]], [0], [0.0], [False], [False], [[21]])
+    replay.add([[21]], [0], [0.0], [False], [False], [[22]])
+    replay._refresh()
+    top = (4.0 + replay.eps) ** replay.alpha
+    newest = replay.tree.get(torch.tensor([20]))
+    assert newest.item() == pytest.approx(top, rel=1e-6)
+
+
+@pytest.mark.parametrize("alpha, beta", [(1.5, 0.4), (0.5, -0.1)])
+def test_prioritized_bad_exponents(alpha, beta):
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+        filled_prioritized(alpha, beta)
+
+
+# ------------------------------------------------------------------ optimizer and config
+def test_centered_rmsprop_against_the_formula():
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = CenteredRMSprop([w], lr=0.1, decay=0.9, eps=0.01)
+    g_avg, sq_avg, expected = np.zeros(2), np.zeros(2), np.array([1.0, -2.0])
+    for grad in ([0.5, 1.0], [-0.2, 0.3], [0.1, -0.4]):
+        w.grad = torch.tensor(grad)
+        opt.step()
+        grad = np.array(grad)
+        g_avg = 0.9 * g_avg + 0.1 * grad
+        sq_avg = 0.9 * sq_avg + 0.1 * grad**2
+        expected = expected - 0.1 * grad / np.sqrt(sq_avg - g_avg**2 + 0.01)
+        assert np.allclose(w.detach().numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        (dict(noisy=True), "epsilon-greedy must be off"),
+        (dict(num_atoms=1), "num_atoms = 1; must be >= 2"),
+        (dict(v_min=1.0, v_max=1.0), "v_min = 1.0 must be < agent.v_max"),
+        (dict(priority_alpha=1.2), "priority_alpha = 1.2; must be in [0, 1]"),
+        (dict(priority_beta=-1.0), "priority_beta = -1.0; must be in [0, 1]"),
+        (dict(n_step=0), "n_step = 0; must be >= 1"),
+        (dict(distributional="c51", loss="mse"), "distributional heads use their own loss"),
+        (dict(munchausen=True, distributional="iqn"), "M-IQN is not"),
+        (dict(munchausen=True, double=True), "no argmax for double"),
+        (dict(munchausen=True, n_step=3), "use n_step = 1"),
+        (dict(distributional="c52"), "allowed: none, c51, qr, iqn"),
+    ],
+)
+def test_switches_that_do_not_compose_are_refused(switches, message):
+    errors = AgentConfig(**switches).validate()
+    assert any(message in e for e in errors), errors
