@@ -27,6 +27,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/PRESET-GAME-sSEED-TIME)")
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], help="Weights & Biases mode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+
+    p = sub.add_parser("resume", help="continue a run from its newest usable checkpoint")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--steps", type=int, help="a new training budget in agent steps")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"])
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("sweep", help="one job per (game, seed[, grid point]) through submitit, locally or on Slurm")
+    p.add_argument("preset", help="a preset, or a sweep file (.toml with preset, games, seeds, [set], [grid])")
+    p.add_argument("--games", help="comma-separated games, e.g. Pong,Breakout")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--steps", type=int, help="agent steps per job")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    p.add_argument("--sweep-dir", type=Path, help="default: sweeps/PRESET-TIME")
+    p.add_argument("--wait", action="store_true", help="block until every job has finished")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--time", type=int, default=60 * 24, help="Slurm time limit per job, minutes")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per job")
+    p.add_argument("--cpus", type=int, default=4, help="CPUs per job")
+    p.add_argument("--mem", type=int, default=32, help="memory per job, GB")
+    p.add_argument("--signal-lead", type=int, default=120,
+                   help="seconds before the time limit at which Slurm sends USR1 (the job checkpoints and requeues)")
+
+    p = sub.add_parser("status", help="state, steps done, latest score and ETA of each job of a sweep")
+    p.add_argument("sweep_dir", type=Path)
 
     p = sub.add_parser("eval", help="evaluate a run's latest saved network under the protocol's evaluation settings")
     p.add_argument("run_dir", type=Path)
@@ -35,9 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
     args = parser.parse_args(argv)
+    from reproduce.checkpoint import CheckpointError
+    from reproduce.loop import Preempted
+
     try:
         return COMMANDS[args.command](args)
-    except (cfg.ConfigError, ValueError, FileNotFoundError, MemoryError) as e:
+    except Preempted as e:
+        print(f"{e}; continue with `reproduce resume`", file=sys.stderr)
+        return e.exit_code
+    except (cfg.ConfigError, ValueError, FileNotFoundError, MemoryError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -80,19 +114,87 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from reproduce.loop import train
-    from reproduce.rundir import check_new_run_dir, resolve_device
+    from reproduce.rundir import check_new_run_dir, check_resumable, resolve_device
 
     config = _resolve(args)
     resolve_device(config.train.device)
+    if args.resume:
+        if args.run_dir is None:
+            raise cfg.ConfigError("--resume needs the --run-dir of the run to continue")
+        return _continue(args.run_dir, check_resumable(args.run_dir, config), args.no_progress)
     run_dir = args.run_dir or Path("runs") / (
         f"{config.preset}-{config.env.game}-s{config.train.seed}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     check_new_run_dir(run_dir)
     print(f"{config.preset} on {config.env.game} ({config.env.protocol} protocol), seed {config.train.seed}: "
           f"{config.train.steps:,} agent steps = {config.frames:,} frames -> {run_dir}")
-    summary = train(config, run_dir, progress=not args.no_progress)
+    return _report(_train(config, run_dir, args.no_progress, resume=False))
+
+
+def cmd_resume(args) -> int:
+    from reproduce.rundir import check_resumable, resolve_device
+
+    config = check_resumable(args.run_dir)
+    for key, value in (("train.steps", args.steps), ("train.device", args.device), ("log.wandb", args.wandb)):
+        if value is not None:
+            cfg.set_value(config, key, value)
+    config = cfg.finalize(config)
+    resolve_device(config.train.device)
+    return _continue(args.run_dir, config, args.no_progress)
+
+
+def _continue(run_dir: Path, config: cfg.Config, no_progress: bool) -> int:
+    from reproduce.checkpoint import atomic_write
+
+    atomic_write(run_dir / "config.toml", lambda f: f.write(config.to_toml().encode()))  # a new budget
+    return _report(_train(config, run_dir, no_progress, resume=True))
+
+
+def _train(config, run_dir, no_progress, resume):
+    from reproduce.loop import train
+
+    return train(config, run_dir, progress=not no_progress, resume=resume)
+
+
+def _report(summary: dict) -> int:
     print(json.dumps({k: summary[k] for k in ("game", "steps", "eval_return_mean", "eval_return_std",
                                               "steps_per_second", "params_sha256")}, indent=2))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from reproduce import sweep
+
+    path = Path(args.preset)
+    if path.suffix == ".toml":
+        if not path.exists():
+            raise FileNotFoundError(f"no sweep file {path}")
+        spec = sweep.SweepSpec.from_file(path)
+    else:
+        if not args.games or not args.seeds:
+            raise cfg.ConfigError("a sweep of a preset needs --games and --seeds (or give a sweep file)")
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            raise cfg.ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+        spec = sweep.SweepSpec(args.preset, args.games.split(","), seeds)
+    if args.steps is not None:
+        spec.steps = args.steps
+    spec.overrides |= dict(cfg.parse_override(text) for text in args.overrides)
+    sweep_dir = args.sweep_dir or Path("sweeps") / f"{spec.preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    if (sweep_dir / "sweep.json").exists():
+        raise cfg.ConfigError(f"{sweep_dir} already holds a sweep; choose another --sweep-dir")
+    slurm = sweep.SlurmOptions(args.partition, args.time, args.gpus, args.cpus, args.mem, args.signal_lead)
+    jobs = sweep.submit(spec, sweep_dir, args.launcher, slurm)
+    print(f"submitted {len(jobs)} jobs ({args.launcher}) -> {sweep_dir}; follow with `reproduce status {sweep_dir}`")
+    if args.wait:
+        print(sweep.format_status(sweep.wait(sweep_dir)))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from reproduce import sweep
+
+    print(sweep.format_status(sweep.status(args.sweep_dir)))
     return 0
 
 
@@ -104,7 +206,8 @@ def cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "show": cmd_show, "run": cmd_run, "eval": cmd_eval}
+COMMANDS = {"list": cmd_list, "show": cmd_show, "run": cmd_run, "resume": cmd_resume, "sweep": cmd_sweep,
+            "status": cmd_status, "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

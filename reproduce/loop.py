@@ -1,10 +1,19 @@
-"""The one training loop. Every preset, Atari or CartPole, DQN or Rainbow, runs through `train`."""
+"""The one training loop. Every preset, Atari or CartPole, DQN or Rainbow, runs through `train`.
+
+A run can stop at any step boundary (a signal, or a kill after a checkpoint) and `train(...,
+resume=True)` continues it exactly: the checkpoint holds the networks, optimizer, replay, every random
+stream, every environment's emulator and wrapper state, the loop's counters and the log positions.
+"""
 
 from __future__ import annotations
 
 import collections
+import math
 import random
+import signal
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +22,74 @@ from tqdm import tqdm
 
 from agents import DQNAgent
 from agents.replay import build_replay
-from reproduce import checkpoint
+from reproduce.checkpoint import CheckpointError, Checkpointer
 from reproduce.config import Config
 from reproduce.evaluation import evaluate, summarize
 from reproduce.rundir import RunDir, resolve_device
 from reproduce.sinks import WandbSink
-from wrappers.vector import finished_episodes, make_vector_env, next_observations, observation_spec
+from wrappers.vector import (
+    finished_episodes,
+    get_states,
+    make_vector_env,
+    next_observations,
+    observation_spec,
+    set_states,
+)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class Preempted(Exception):
+    """Training stopped on a signal after writing a checkpoint; the exit code is 128 + the signal."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step:,} after writing a checkpoint")
+        self.signum, self.step = signum, step
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # agent steps, all environments together
+    owed: float = 0.0  # gradient updates due but not yet made
+    recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))  # last game scores
+    losses: list = field(default_factory=list)  # since the last metric line
+    qs: list = field(default_factory=list)
+    elapsed: float = 0.0  # wall seconds in earlier processes of this run
+    last_eval: tuple = (math.nan, math.nan, 0)  # mean, std, games
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "owed": self.owed, "recent": list(self.recent),
+                "losses": [x.cpu() for x in self.losses], "qs": [x.cpu() for x in self.qs],
+                "elapsed": self.elapsed, "last_eval": self.last_eval}
+
+    @classmethod
+    def from_state(cls, state: dict, device) -> LoopState:
+        s = cls(step=state["step"], owed=state["owed"], elapsed=state["elapsed"], last_eval=tuple(state["last_eval"]))
+        s.recent.extend(state["recent"])
+        s.losses = [x.to(device) for x in state["losses"]]
+        s.qs = [x.to(device) for x in state["qs"]]
+        return s
+
+
+class StopSignals:
+    """Records SIGTERM, SIGUSR1 (Slurm's warning before a time limit) and SIGINT instead of dying, so
+    that the loop finishes its step and checkpoints."""
+
+    def __enter__(self):
+        self.received = None
+        self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def crossed(step: int, previous: int, period: int) -> bool:
@@ -35,8 +106,27 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def train(config: Config, run_dir: Path, progress: bool = True) -> dict:
-    """Trains `config` into `run_dir` (which must not hold a run) and returns the run's summary."""
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = False) -> dict:
+    """Trains `config` into `run_dir` and returns the run's summary.
+
+    A new run needs a folder that holds no run; with resume=True the folder's newest usable checkpoint
+    is continued (see reproduce.rundir.check_resumable for what may differ from its config).
+    """
     device = resolve_device(config.train.device)
     replay_device = device if config.replay.device == "auto" else resolve_device(config.replay.device)
     seed = config.train.seed
@@ -52,65 +142,98 @@ def train(config: Config, run_dir: Path, progress: bool = True) -> dict:
     agent = DQNAgent(c, obs_shape, stack, int(envs.single_action_space.n), device, seed)
     replay = build_replay(c, config.replay.capacity, num_envs, obs_shape, stack,
                           torch.as_tensor(obs).dtype, replay_device, seed, total)
-    run = RunDir.create(run_dir, config)
-    wandb = WandbSink(config.log.wandb, config.log.wandb_project, run.path, run.path.name, config.to_dict())
+    checkpointer = Checkpointer(run_dir / "checkpoints", config.log.keep_checkpoints)
+    wandb_id = None
+    if resume:
+        saved = checkpointer.load_latest(replay)
+        run = RunDir.reopen(run_dir, saved["log_positions"])
+        agent.load_state_dict(saved["agent"])
+        set_states(envs, saved["envs"])
+        obs = saved["obs"]
+        loop = LoopState.from_state(saved["loop"], device)
+        set_rng_state(saved["rng"])
+        wandb_id = saved.get("wandb_id")
+        print(f"resumed {run_dir} at step {loop.step:,}", file=sys.stderr)
+    else:
+        run = RunDir.create(run_dir, config)
+        loop = LoopState()
+    wandb = WandbSink(config.log.wandb, config.log.wandb_project, run.path, run.path.name, config.to_dict(), wandb_id)
 
-    recent = collections.deque(maxlen=100)  # scores of the last 100 whole games
-    losses, qs = [], []
-    step, owed, start = 0, 0.0, time.time()
-    bar = tqdm(total=total, unit="step", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    def checkpoint() -> None:
+        state = {"agent": agent.state_dict(), "envs": get_states(envs), "obs": obs, "rng": rng_state(),
+                 "loop": loop.state_dict() | {"elapsed": loop.elapsed + time.time() - start},
+                 "log_positions": run.positions(), "wandb_id": wandb.run_id, "config": config.to_dict()}
+        try:
+            checkpointer.save(loop.step, state, replay)
+        except (CheckpointError, OSError) as e:  # the previous checkpoint is intact; keep training
+            print(f"warning: checkpoint at step {loop.step:,} not written: {e}", file=sys.stderr)
+
+    start, first_step = time.time(), loop.step
+    bar = tqdm(total=total, initial=loop.step, unit="step", disable=not progress, dynamic_ncols=True, smoothing=0.05)
     try:
-        while step < total:
-            epsilon = agent.epsilon(step)
-            action = agent.act(obs, epsilon)
-            next_obs, reward, terminated, truncated, info = envs.step(action)
-            replay.add(obs, action, reward, terminated, truncated, next_observations(next_obs, info))
-            obs, previous, step = next_obs, step, step + num_envs
-            bar.update(num_envs)
+        with StopSignals() as signals:
+            while loop.step < total:
+                step = loop.step
+                epsilon = agent.epsilon(step)
+                action = agent.act(obs, epsilon)
+                next_obs, reward, terminated, truncated, info = envs.step(action)
+                replay.add(obs, action, reward, terminated, truncated, next_observations(next_obs, info))
+                obs, previous, step = next_obs, step, step + num_envs
+                loop.step = step
+                bar.update(num_envs)
 
-            games = finished_episodes(info)
-            if games:
-                run.episodes.write(*[(step, step * frame_skip, g.env, g.score, g.length) for g in games])
-                recent.extend(g.score for g in games)
-                bar.set_postfix(eps=f"{epsilon:.3f}", ret=f"{np.mean(recent):.1f}", refresh=False)
+                games = finished_episodes(info)
+                if games:
+                    run.episodes.write(*[(step, step * frame_skip, g.env, g.score, g.length) for g in games])
+                    loop.recent.extend(g.score for g in games)
+                    bar.set_postfix(eps=f"{epsilon:.3f}", ret=f"{np.mean(loop.recent):.1f}", refresh=False)
 
-            if step >= c.learning_starts_steps:
-                owed += num_envs / c.update_period_steps
-                while owed >= 1:
-                    batch = replay.sample(c.batch_size)
-                    out = agent.learn(batch)
-                    if c.prioritized:
-                        replay.update_priorities(batch.index, out["priority"])
-                    losses.append(out["loss"])
-                    qs.append(out["q"])
-                    owed -= 1
+                if step >= c.learning_starts_steps:
+                    loop.owed += num_envs / c.update_period_steps
+                    while loop.owed >= 1:
+                        batch = replay.sample(c.batch_size)
+                        out = agent.learn(batch)
+                        if c.prioritized:
+                            replay.update_priorities(batch.index, out["priority"])
+                        loop.losses.append(out["loss"])
+                        loop.qs.append(out["q"])
+                        loop.owed -= 1
 
-            if crossed(step, previous, config.log.period_steps) or step >= total:
-                values = {"epsilon": epsilon, "steps_per_second": step / (time.time() - start),
-                          "updates": agent.updates}
-                if losses:
-                    values |= {"loss": torch.stack(losses).mean().item(), "q": torch.stack(qs).mean().item()}
-                    losses, qs = [], []
-                if recent:
-                    values["return_last100"] = float(np.mean(recent))
-                run.metrics.write(step, step * frame_skip, values)
-                wandb.log(step, values)
+                if crossed(step, previous, config.log.period_steps) or step >= total:
+                    values = {"epsilon": epsilon, "updates": agent.updates,
+                              "steps_per_second": (step - first_step) / (time.time() - start)}
+                    if loop.losses:
+                        values |= {"loss": torch.stack(loop.losses).mean().item(), "q": torch.stack(loop.qs).mean().item()}
+                        loop.losses, loop.qs = [], []
+                    if loop.recent:
+                        values["return_last100"] = float(np.mean(loop.recent))
+                    run.metrics.write(step, step * frame_skip, values)
+                    wandb.log(step, values)
 
-            final = step >= total
-            if crossed(step, previous, config.eval.period_steps) or final:
-                scores = run_evaluation(agent, config, run, step, frame_skip)
-                mean, std = summarize(scores)
-                run.metrics.write(step, step * frame_skip, {"eval_return_mean": mean, "eval_return_std": std})
-                wandb.log(step, {"eval_return_mean": mean, "eval_return_std": std})
-                bar.write(f"step {step:,}: evaluation {mean:.1f} +/- {std:.1f} over {len(scores)} games")
-            if crossed(step, previous, config.log.checkpoint_period_steps) or final:
-                checkpoint.save(run.checkpoints, step, {"agent": agent.state_dict()}, config.log.keep_checkpoints)
+                if crossed(step, previous, config.eval.period_steps) or step >= total:
+                    scores = run_evaluation(agent, config, run, step, frame_skip)
+                    mean, std = summarize(scores)
+                    loop.last_eval = (mean, std, len(scores))
+                    run.metrics.write(step, step * frame_skip, {"eval_return_mean": mean, "eval_return_std": std})
+                    wandb.log(step, {"eval_return_mean": mean, "eval_return_std": std})
+                    bar.write(f"step {step:,}: evaluation {mean:.1f} +/- {std:.1f} over {len(scores)} games")
+
+                if crossed(step, previous, config.log.checkpoint_period_steps) or step >= total:
+                    checkpoint()
+                elif signals.received:
+                    checkpoint()
+                if signals.received:
+                    raise Preempted(signals.received, step)
     finally:
         bar.close()
         envs.close()
+        if sys.exc_info()[0] is not None:
+            wandb.close()
+            run.close()
 
-    wall = time.time() - start
-    summary = run.write_summary(config, step, step * frame_skip, mean, std, len(scores), wall, agent.params_sha256())
+    wall = loop.elapsed + time.time() - start
+    mean, std, games = loop.last_eval
+    summary = run.write_summary(config, loop.step, loop.step * frame_skip, mean, std, games, wall, agent.params_sha256())
     wandb.summary(summary)
     wandb.close()
     run.close()
@@ -118,6 +241,7 @@ def train(config: Config, run_dir: Path, progress: bool = True) -> dict:
 
 
 def run_evaluation(agent: DQNAgent, config: Config, run: RunDir, step: int, frame_skip: int) -> list[float]:
+    """Evaluation games on their own environments, seeded by the step so that a resumed run replays them."""
     results = evaluate(agent, config.env.game, config.protocol, config.eval.episodes, config.eval.epsilon,
                        config.eval.max_episode_frames, config.eval.num_envs,
                        seed=config.train.seed + 1_000_003 * (1 + step // max(config.eval.period_steps, 1)))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from agents import DQNAgent
-from reproduce import checkpoint
+from reproduce.checkpoint import Checkpointer
 from reproduce.config import load_run_config
 from reproduce.evaluation import evaluate, summarize
 from reproduce.rundir import resolve_device
@@ -21,7 +21,7 @@ def evaluate_run(run_dir: Path, episodes: int | None, video: bool, device: str =
     if not (run_dir / "config.toml").exists():
         raise FileNotFoundError(f"{run_dir} holds no run (no config.toml)")
     config = load_run_config(run_dir / "config.toml")
-    state = checkpoint.load_latest(run_dir / "checkpoints")
+    state = Checkpointer(run_dir / "checkpoints").load_latest()
     device = resolve_device(device)
     envs = make_vector_env(config.env.game, config.protocol, 1, config.train.seed)
     obs, _ = envs.reset(seed=config.train.seed)

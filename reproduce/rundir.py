@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from reproduce.config import Config
+from reproduce.checkpoint import has_checkpoint
+from reproduce.config import Config, load_run_config
 from reproduce.sinks import EPISODE_FIELDS, EVAL_FIELDS, CsvLog, MetricsLog
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "episodes.csv", "eval.csv")
@@ -31,15 +33,58 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_new_run_dir(path: Path) -> None:
-    """Refuses a folder that already holds a run (so that nothing in it is touched)."""
+    """Refuses a folder that already holds a run, or that cannot be written (so that nothing in it is
+    touched and nothing starts)."""
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {path} exists and is not a directory")
     held = [name for name in RUN_FILES + ("checkpoints", "summary.json") if (path / name).exists()]
     if held:
-        raise RunDirError(
-            f"run directory {path} already holds a run ({', '.join(held)}); choose another --run-dir, "
-            f"or continue it with `reproduce resume {path}`"
-        )
+        hint = (f"continue it with `reproduce resume {path}` (or `reproduce run ... --resume`)"
+                if has_checkpoint(path / "checkpoints") else "choose another --run-dir")
+        raise RunDirError(f"run directory {path} already holds a run ({', '.join(held)}); {hint}")
+    _check_writable(path)
+
+
+def _check_writable(path: Path) -> None:
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"run directory {path} cannot be written ({existing} is not writable)")
+
+
+# Config keys a resumed run may change: the budget, where it runs, and logging.
+RESUMABLE_CHANGES = ("train.steps", "train.device", "replay.device", "log.")
+
+
+def check_resumable(path: Path, config: Config | None = None) -> Config:
+    """The config a resume continues with: the run's own, or `config` where it differs from the run's
+    only in the budget, the device or logging. Refuses, listing every difference, otherwise."""
+    if not (path / "config.toml").exists():
+        raise RunDirError(f"{path} holds no run to resume (no config.toml)")
+    if not has_checkpoint(path / "checkpoints"):
+        raise RunDirError(f"{path} holds no checkpoint to resume from; start it again with `reproduce run`")
+    saved = load_run_config(path / "config.toml")
+    if config is None:
+        return saved
+    old, new = _flatten(saved.to_dict()), _flatten(config.to_dict())
+    differences = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
+                   if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)]
+    if differences:
+        raise RunDirError(f"{path} holds a run of a different configuration; a resumed run may change only "
+                          f"the budget, device and logging. Differences:\n  " + "\n  ".join(differences))
+    _check_writable(path)
+    return config
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 class RunDir:
@@ -49,6 +94,23 @@ class RunDir:
         self.metrics = MetricsLog(path / "metrics.jsonl")
         self.episodes = CsvLog(path / "episodes.csv", EPISODE_FIELDS)
         self.evals = CsvLog(path / "eval.csv", EVAL_FIELDS)
+
+    @classmethod
+    def reopen(cls, path: Path, positions: dict[str, int]) -> RunDir:
+        """The run folder of a resumed run, its logs cut back to the checkpoint's positions so that no
+        line appears twice."""
+        for name, size in positions.items():
+            with open(path / name, "r+b") as f:
+                f.truncate(size)
+        return cls(path)
+
+    def positions(self) -> dict[str, int]:
+        """Byte length of each log, after flushing: where a resumed run continues."""
+        out = {}
+        for log in (self.metrics, self.episodes, self.evals):
+            log.file.flush()
+            out[log.path.name] = log.path.stat().st_size
+        return out
 
     @classmethod
     def create(cls, path: Path, config: Config) -> RunDir:

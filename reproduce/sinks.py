@@ -18,6 +18,7 @@ EVAL_FIELDS = ("step", "frames", "episode", "return", "length")
 class CsvLog:
     def __init__(self, path: Path, fields: tuple[str, ...]):
         new = not path.exists() or path.stat().st_size == 0
+        self.path = path
         self.file = open(path, "a", newline="")
         self.writer = csv.writer(self.file)
         if new:
@@ -36,6 +37,7 @@ class MetricsLog:
     """One JSON object per logged point: step (agent steps), frames, name, value, time (unix seconds)."""
 
     def __init__(self, path: Path):
+        self.path = path
         self.file = open(path, "a")
 
     def write(self, step: int, frames: int, values: dict[str, float]) -> None:
@@ -61,7 +63,8 @@ class WandbSink:
     """Logs metrics and the config to W&B. `auto` is online when credentials exist, offline otherwise;
     an online start that fails falls back to offline, so a run never waits on the network."""
 
-    def __init__(self, mode: str, project: str, run_dir: Path, name: str, config: dict):
+    def __init__(self, mode: str, project: str, run_dir: Path, name: str, config: dict, run_id: str | None = None):
+        """run_id: continue that W&B run (a resumed training run)."""
         self.run = None
         if mode == "disabled":
             return
@@ -73,11 +76,16 @@ class WandbSink:
         for attempt in (mode, "offline") if mode == "online" else (mode,):
             try:
                 self.run = wandb.init(project=project, dir=str(run_dir), name=name, config=config, mode=attempt,
+                                      id=run_id, resume="allow" if run_id else None,
                                       settings=wandb.Settings(init_timeout=30, console="off"))
                 self.mode = attempt
                 break
             except Exception as e:  # noqa: BLE001 - any failure of the network side: go offline
                 print(f"W&B {attempt} start failed ({e}); continuing offline", file=sys.stderr)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.run is not None:

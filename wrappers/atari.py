@@ -2,6 +2,7 @@
 
 Stack, from the emulator up:
     AtariEnv (sticky actions, full/minimal action set, frame cap)           ale-py
+    EmulatorRecorder (the game's start state and actions, for exact resume) wrappers/state.py
     AtariPreprocessing (no-op starts, frame skip, max of last two, 84x84)   gymnasium
     RecordEpisodeStatistics (unclipped score of the whole game)             gymnasium
     LifeLossTerminal (learning only)                                        here
@@ -22,6 +23,7 @@ from gymnasium.wrappers import (
 
 from wrappers.games import canonical_game
 from wrappers.protocols import Protocol
+from wrappers.state import EmulatorRecorder
 
 
 class LifeLossTerminal(gym.Wrapper):
@@ -104,7 +106,7 @@ def make_atari_env(
         render_mode=render_mode,
     )
     env = AtariPreprocessing(
-        env,
+        EmulatorRecorder(env),
         noop_max=protocol.noop_max,
         frame_skip=protocol.frame_skip,
         screen_size=protocol.screen_size,

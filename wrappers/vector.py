@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -12,21 +13,25 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 from wrappers.atari import make_atari_env
 from wrappers.games import CLASSIC_GAMES, canonical_game, is_atari
 from wrappers.protocols import CLASSIC, Protocol, get_protocol
+from wrappers.state import Snapshot
 
 BACKENDS = ("sync", "async")
 
 
-def make_env(game: str, protocol: Protocol | str, evaluation: bool = False, render_mode=None) -> gym.Env:
-    """One environment of `game` under `protocol` (a card or its name)."""
+def make_env(game: str, protocol: Protocol | str, evaluation: bool = False, render_mode=None, index: int = 0) -> gym.Env:
+    """One environment of `game` under `protocol` (a card or its name), its whole state reachable
+    through get_state() / set_state() (wrappers/state.py); `index` is its place in a vector env."""
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     game = canonical_game(game)
     if is_atari(game):
         if protocol.name == CLASSIC.name:
             raise ValueError(f"game {game!r} is an Atari game; use protocol 'nature' or 'machado', not 'classic'")
-        return make_atari_env(game, protocol, evaluation=evaluation, render_mode=render_mode)
-    if protocol.name != CLASSIC.name:
+        env = make_atari_env(game, protocol, evaluation=evaluation, render_mode=render_mode)
+    elif protocol.name != CLASSIC.name:
         raise ValueError(f"game {game!r} is a classic-control task; it runs under protocol 'classic' only")
-    return RecordEpisodeStatistics(gym.make(CLASSIC_GAMES[game], render_mode=render_mode))
+    else:
+        env = RecordEpisodeStatistics(gym.make(CLASSIC_GAMES[game], render_mode=render_mode))
+    return Snapshot(env, index)
 
 
 def make_vector_env(
@@ -50,7 +55,7 @@ def make_vector_env(
         raise ValueError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     canonical_game(game)  # fail here, in this process, for an unknown game
-    fns = [lambda: make_env(game, protocol, evaluation) for _ in range(num_envs)]
+    fns = [functools.partial(make_env, game, protocol, evaluation, None, i) for i in range(num_envs)]
     cls = SyncVectorEnv if backend == "sync" else AsyncVectorEnv
     return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
@@ -87,3 +92,12 @@ def observation_spec(obs: np.ndarray, protocol: Protocol) -> tuple[tuple[int, ..
     [N, *frame] when the protocol stacks nothing)."""
     stack = protocol.frame_stack
     return (tuple(obs.shape[2:]) if stack > 1 else tuple(obs.shape[1:])), stack
+
+
+def get_states(envs: gym.vector.VectorEnv) -> list[bytes]:
+    """Every sub-environment's whole state (emulator, wrappers), for a checkpoint."""
+    return list(envs.call("get_state"))
+
+
+def set_states(envs: gym.vector.VectorEnv, states: list[bytes]) -> None:
+    envs.call("set_state", list(states))

@@ -272,14 +272,36 @@ class FrameReplay:
         return frames.view(*rows.shape, *self.obs_shape)
 
     # ---------------------------------------------------------------- state
+    def head(self) -> np.ndarray:
+        """Logical position of the newest written frame of each env (-1: none yet)."""
+        return self._head().copy()
+
+    def oldest_logical(self) -> np.ndarray:
+        """Logical position of the oldest frame still stored, per env."""
+        return self._head() - self.slots + 1
+
+    def _rows(self, ranges) -> torch.Tensor:
+        rows = [(np.arange(lo, hi + 1) % self.slots) * self.num_envs + env for env, (lo, hi) in enumerate(ranges)]
+        return torch.as_tensor(np.concatenate(rows), device=self.device)
+
+    def frames_since(self, heads: np.ndarray) -> tuple[list[tuple[int, int]], torch.Tensor]:
+        """The frames written after logical position heads[n] in each env and still stored, as
+        inclusive logical ranges per env and their frames (on the CPU): what a checkpoint must add."""
+        lo = np.maximum(np.asarray(heads) + 1, np.maximum(self.oldest_logical(), 0))
+        ranges = [(int(a), int(b)) for a, b in zip(lo, self._head())]
+        return ranges, self._flat_frames.index_select(0, self._rows(ranges)).cpu()
+
+    def write_frames(self, ranges: list[tuple[int, int]], frames: torch.Tensor) -> None:
+        self._flat_frames.index_copy_(0, self._rows(ranges), frames.to(self.device, self.obs_dtype))
+
     def state_dict(self) -> dict:
+        """Everything but the frames (see frames_since / write_frames, which checkpoints use)."""
+        self._refresh()
         return {
-            "frames": self.frames,
-            "action": self.action,
-            "reward": self.reward,
-            "flags": self.flags,
-            "tree": self.tree.state_dict(),
-            "refreshed_head": self.refreshed_head.copy(),
+            "action": self.action.cpu(),
+            "reward": self.reward.cpu(),
+            "flags": self.flags.cpu(),
+            "tree": {k: v.cpu() for k, v in self.tree.state_dict().items()},
             "count": self.count.copy(),
             "episode_start": self.episode_start.copy(),
             "steps_added": self.steps_added,
@@ -287,13 +309,13 @@ class FrameReplay:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("frames", "action", "reward", "flags"):
+        for name in ("action", "reward", "flags"):
             getattr(self, name).copy_(state[name])
         self.host_flags[...] = self.flags.cpu().numpy()
         self.tree.load_state_dict(state["tree"])
-        self.refreshed_head = np.array(state["refreshed_head"], dtype=np.int64)
         self.count = np.array(state["count"], dtype=np.int64)
         self.episode_start = np.array(state["episode_start"], dtype=bool)
+        self.refreshed_head = self._head()
         self.steps_added = int(state["steps_added"])
         self.generator.set_state(state["generator"])
 

@@ -70,7 +70,7 @@ class PrioritizedReplay(FrameReplay):
         self.max_priority = torch.maximum(self.max_priority, value.max())
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "max_priority": self.max_priority.clone()}
+        return {**super().state_dict(), "max_priority": self.max_priority.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -80,7 +80,7 @@ class SumTree:
         return {"leaves": self.levels[0].clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.levels[0].copy_(state["leaves"])
+        self.levels[0].copy_(state["leaves"].to(self.device))
         for child, parent in zip(self.levels[:-1], self.levels[1:]):
             sums = child.view(-1, self.fanout).sum(1, dtype=torch.float64)
             parent.zero_()
