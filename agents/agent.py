@@ -116,12 +116,13 @@ class DQNAgent:
         return out[torch.arange(out.shape[0], device=out.device), action]
 
     def _online_and_next(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Online outputs on obs and, for double Q-learning, on next_obs: one forward pass for both."""
+        """Online outputs on obs and, for double Q-learning, on next_obs (without a graph: backward
+        then runs over the batch, not over twice the batch)."""
         if not self.config.double:
             return self.online(batch.obs), None
-        out = self.online(torch.cat([batch.obs, batch.next_obs]))
-        b = batch.obs.shape[0]
-        return out[:b], out[b:].detach()
+        with torch.no_grad():
+            online_next = self.online(batch.next_obs)
+        return self.online(batch.obs), online_next
 
     def _loss_none(self, batch: Batch):
         c = self.config
