@@ -56,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="state, steps done, latest score and ETA of each job of a sweep")
     p.add_argument("sweep_dir", type=Path)
 
+    for name, text in (("report", "our runs beside the published table: per game, HNS, aggregates with CIs, curves"),
+                       ("compare", "variants side by side on the same games and seeds, with probability of improvement")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("runs", nargs="+", type=Path, help="run folders, sweep folders, or folders of run folders")
+        p.add_argument("--against", help="published table (results/published/index.json); default: each preset's")
+        p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
+        p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+        p.add_argument("--wandb", choices=["online", "offline"], help="also log the tables and figures to W&B")
+
     p = sub.add_parser("eval", help="evaluate a run's latest saved network under the protocol's evaluation settings")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--episodes", type=int, help="whole games (default: the run's eval.episodes)")
@@ -198,6 +207,16 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from reproduce import report
+
+    result = report.build(args.runs, args.out, args.against, args.reps, args.wandb)
+    if args.command == "compare" and len(result["variants"]) < 2:
+        raise report.ReportError("compare needs runs of at least two variants (presets or log.label)")
+    print(f"report written to {args.out}/report.md")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from reproduce.playback import evaluate_run
 
@@ -207,7 +226,7 @@ def cmd_eval(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "show": cmd_show, "run": cmd_run, "resume": cmd_resume, "sweep": cmd_sweep,
-            "status": cmd_status, "eval": cmd_eval}
+            "status": cmd_status, "eval": cmd_eval, "report": cmd_report, "compare": cmd_report}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -69,6 +69,7 @@ class EvalConfig:
 
 @dataclass
 class LogConfig:
+    label: str = ""  # the variant's name in reports (default: the preset)
     wandb: str = "auto"  # auto (online with credentials, else offline) | online | offline | disabled
     wandb_project: str = "atari-reproduce"
     period_steps: int = 10_000  # agent steps between metric lines

@@ -64,6 +64,8 @@ class SweepSpec:
             tag = "-".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
             for game, seed in itertools.product(self.games, self.seeds):
                 overrides = {**self.overrides, **point, "env.game": game, "train.seed": seed}
+                if tag:
+                    overrides.setdefault("log.label", f"{self.preset}-{tag}")
                 if self.steps is not None:
                     overrides["train.steps"] = self.steps
                 config = cfg.resolve(self.preset, overrides)  # fails early on any bad value

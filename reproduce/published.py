@@ -1,0 +1,77 @@
+"""Published score tables (results/published/) and the random and human baselines that normalise them."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "published"
+RLIABLE_AGENTS = {"rliable_atari100k_der": "DER", "rliable_atari100k_drq": "DrQ", "rliable_atari100k_drq_eps": "DrQ(eps)",
+                  "rliable_atari100k_otrainbow": "OTRainbow", "rliable_atari100k_spr": "SPR",
+                  "rliable_atari100k_simple": "SimPLe"}
+
+
+class TableError(ValueError):
+    pass
+
+
+@dataclass
+class Table:
+    name: str
+    info: dict
+    scores: dict[str, float]  # game -> published score
+    runs: dict[str, list[float]] = field(default_factory=dict)  # game -> per-run scores, where released
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def index() -> dict:
+    path = PUBLISHED / "index.json"
+    if not path.exists():
+        raise TableError(f"no published tables at {PUBLISHED}; run scripts/maintenance/import_published.py")
+    return json.loads(path.read_text())
+
+
+def load(name: str) -> Table:
+    tables = index()
+    if name not in tables:
+        close = difflib.get_close_matches(name, list(tables), n=3)
+        raise TableError(f"unknown published table {name!r}." + (f" Did you mean: {', '.join(close)}?" if close else "")
+                         + f" Tables: {', '.join(sorted(tables))}")
+    info = tables[name]
+    rows = _rows(PUBLISHED / info["file"])
+    if "filter" in info:
+        rows = [r for r in rows if all(r[k] == v for k, v in info["filter"].items())]
+    scores = {r["game"]: float(r["score"]) for r in rows}
+    runs = {}
+    run_columns = sorted(k for k in rows[0] if k.startswith("run_"))
+    if run_columns:
+        runs = {r["game"]: [float(r[c]) for c in run_columns if r[c] not in ("", None)] for r in rows}
+    elif name in RLIABLE_AGENTS:
+        for r in _rows(PUBLISHED / "rliable_atari100k_runs.csv"):
+            if r["agent"] == RLIABLE_AGENTS[name]:
+                runs.setdefault(r["game"], []).append(float(r["score"]))
+    return Table(name, info, scores, runs)
+
+
+def baselines(random_column: str = "random", human_column: str = "human") -> dict[str, tuple[float, float]]:
+    """game -> (random, human) scores; by default DQN Zoo's (no-op starts, 108K-frame episodes)."""
+    out = {}
+    for r in _rows(PUBLISHED / "baselines.csv"):
+        if r.get(random_column) not in ("", None) and r.get(human_column) not in ("", None):
+            out[r["game"]] = (float(r[random_column]), float(r[human_column]))
+    return out
+
+
+def human_normalized(score: float, game: str, base: dict[str, tuple[float, float]]) -> float | None:
+    """(score - random) / (human - random), or None for a game without baselines (CartPole)."""
+    if game not in base:
+        return None
+    random, human = base[game]
+    return (score - random) / (human - random)

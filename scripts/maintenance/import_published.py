@@ -1,0 +1,88 @@
+"""Copies the published score tables of ../shared/reference-scores into results/published/ and writes
+results/published/index.json: for each table its paper, source table, protocol and evaluation
+settings, which `reproduce report` checks a run against.
+
+    python scripts/maintenance/import_published.py [--source ../shared/reference-scores]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "results" / "published"
+
+# Evaluation settings per table, from each paper (or Dopamine's configs); None where not known.
+#   evaluation: no-op starts | human starts | sticky actions | atari 100k
+EVALUATION = [
+    (r"^nature_dqn_2015", dict(evaluation="no-op starts", sticky=False, eval_epsilon=0.05, budget_frames=200_000_000,
+                               eval_episode_frames=18_000)),
+    (r"^ddqn_2016_ddqn_noop", dict(evaluation="no-op starts", sticky=False, eval_epsilon=0.05, budget_frames=200_000_000,
+                                   eval_episode_frames=18_000)),
+    (r"^noisynet_2018_noisynet", dict(evaluation="no-op starts", sticky=False, eval_epsilon=0.0, budget_frames=200_000_000,
+                                      eval_episode_frames=108_000)),
+    (r"^rainbow_2018_rainbow_noop", dict(evaluation="no-op starts", sticky=False, eval_epsilon=0.0,
+                                         budget_frames=200_000_000, eval_episode_frames=108_000)),
+    (r"_noop$", dict(evaluation="no-op starts", sticky=False, eval_epsilon=0.001, budget_frames=200_000_000,
+                     eval_episode_frames=108_000)),
+    (r"_human_starts$", dict(evaluation="human starts", sticky=False, eval_epsilon=None, budget_frames=200_000_000,
+                             eval_episode_frames=108_000)),
+    (r"^dopamine_", dict(evaluation="sticky actions", sticky=True, eval_epsilon=0.001, budget_frames=200_000_000,
+                         eval_episode_frames=108_000)),
+    (r"100k", dict(evaluation="atari 100k", sticky=False, eval_epsilon=None, budget_frames=400_000,
+                        eval_episode_frames=108_000)),
+]
+
+
+def header(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        key, _, value = line[1:].strip().partition(":")
+        out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "reference-scores")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    index = {}
+    for path in sorted(args.source.glob("*.csv")):
+        shutil.copyfile(path, OUT / path.name)
+        name = path.stem
+        if name in ("baselines", "rliable_atari100k_runs"):
+            continue
+        meta = header(path)
+        with open(path) as f:
+            rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+        settings = next(s for pattern, s in EVALUATION if re.search(pattern, name))
+        entry = {"file": path.name, "source_table": meta.get("source_table", ""), "protocol": meta.get("protocol", ""),
+                 **settings}
+        if "agent" in rows[0]:  # one file, several agents and networks: one table each
+            for agent, network in sorted({(r["agent"], r["network"]) for r in rows}):
+                index[f"dopamine_jax_{agent}_{network}".lower()] = {
+                    **entry, "filter": {"agent": agent, "network": network},
+                    "games": sorted({r["game"] for r in rows if (r["agent"], r["network"]) == (agent, network)})}
+        else:
+            index[name] = {**entry, "games": sorted({r["game"] for r in rows})}
+    (OUT / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    (OUT / "README.md").write_text(
+        "# Published scores\n\nCopied verbatim from `shared/reference-scores/` by "
+        "`python scripts/maintenance/import_published.py`; each CSV's `#` lines give its provenance "
+        "(paper, table, protocol, transcriptions). `index.json` records each table's evaluation "
+        "settings (no-op starts, human starts, sticky actions, Atari 100k; evaluation epsilon; budget), "
+        "which `reproduce report` compares with each run's protocol. `baselines.csv` holds the random "
+        "and human scores (DQN Zoo's primary columns, and rliable's, the Nature paper's and others).\n")
+    print(f"{len(index)} tables -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()

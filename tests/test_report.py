@@ -1,0 +1,166 @@
+"""Reports against hand-computed values on a fixture of run folders, and the published tables."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from reproduce import config as cfg
+from reproduce import published
+from reproduce.cli import main
+from reproduce.report import ReportError, build
+
+RANDOM_HUMAN = {"pong": (-20.7, 14.6), "breakout": (1.7, 30.5)}  # DQN Zoo's baselines
+
+
+def make_run(root, preset, game, seed, score, steps=1000, overrides=None, curve=(0.0, None)):
+    """A finished run folder as the training loop writes it (only the files a report reads)."""
+    path = root / f"{preset}-{game}-s{seed}"
+    path.mkdir(parents=True)
+    config = cfg.resolve(preset, {"env.game": game, "train.seed": seed, "train.steps": steps, **(overrides or {})})
+    (path / "config.toml").write_text(config.to_toml())
+    (path / "summary.json").write_text(json.dumps({"eval_return_mean": score, "steps": steps}))
+    with open(path / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "frames", "episode", "return", "length"])
+        w.writerow([steps // 2, steps * 2, 0, curve[0], 100])
+        w.writerow([steps, steps * 4, 0, score, 100])
+    return path
+
+
+def hns_score(game, h):
+    random, human = RANDOM_HUMAN[game]
+    return random + h * (human - random)
+
+
+@pytest.fixture
+def fixture_runs(tmp_path):
+    """2 games x 3 seeds x 2 presets. nature_dqn: HNS 0.5 everywhere; double_dqn: HNS 0, 1, 2 (seeds)
+    on pong and 0.2, 0.4, 0.6 on breakout."""
+    runs = tmp_path / "runs"
+    for game in ("pong", "breakout"):
+        for seed in range(3):
+            make_run(runs, "nature_dqn", game, seed, hns_score(game, 0.5))
+            h = {"pong": [0.0, 1.0, 2.0], "breakout": [0.2, 0.4, 0.6]}[game][seed]
+            make_run(runs, "double_dqn", game, seed, hns_score(game, h))
+    return runs
+
+
+def test_baselines_are_dqn_zoos():
+    base = published.baselines()
+    assert base["pong"] == RANDOM_HUMAN["pong"] and base["breakout"] == RANDOM_HUMAN["breakout"]
+    assert published.human_normalized(14.6, "pong", base) == pytest.approx(1.0)
+    assert published.human_normalized(500.0, "cartpole", base) is None
+
+
+def test_report_against_hand_computed_values(fixture_runs, tmp_path):
+    out = tmp_path / "report"
+    result = build([fixture_runs], out, reps=500)
+    for name in ("report.md", "per_game.csv", "aggregates.json", "profile.png", "curves_pong.png", "curves_breakout.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert result["metric"] == "human-normalised score"
+    agg = result["aggregates"]
+    # Every nature_dqn run has HNS 0.5: every statistic is 0.5 and its interval collapses to it.
+    for stat in ("mean", "median", "iqm"):
+        assert agg["nature_dqn"][stat]["value"] == pytest.approx(0.5)
+        assert agg["nature_dqn"][stat]["ci95"] == pytest.approx([0.5, 0.5])
+    assert agg["nature_dqn"]["optimality_gap"]["value"] == pytest.approx(0.5)
+    # double_dqn's six scores 0, 1, 2, 0.2, 0.4, 0.6: mean 0.7; median of game means (1.0, 0.4) = 0.7;
+    # IQM drops the lowest and highest (0, 2) of six: (0.2 + 0.4 + 0.6 + 1) / 4 = 0.55;
+    # optimality gap: mean of max(1 - x, 0) = (1 + 0 + 0 + 0.8 + 0.6 + 0.4) / 6 = 0.4667.
+    d = agg["double_dqn"]
+    assert d["mean"]["value"] == pytest.approx(0.7)
+    assert d["median"]["value"] == pytest.approx(0.7)
+    assert d["iqm"]["value"] == pytest.approx(0.55)
+    assert d["optimality_gap"]["value"] == pytest.approx(2.8 / 6)
+    assert d["iqm"]["ci95"][0] < 0.55 < d["iqm"]["ci95"][1]
+    poi = result["probability_of_improvement"]
+    key = next(iter(poi))
+    assert 0.0 <= poi[key]["value"] <= 1.0
+    with open(out / "per_game.csv") as f:
+        rows = {(r["variant"], r["game"]): r for r in csv.DictReader(f)}
+    pong = rows[("double_dqn", "pong")]
+    assert float(pong["hns"]) == pytest.approx(1.0) and int(pong["seeds"]) == 3
+    assert float(pong["mean"]) == pytest.approx(hns_score("pong", 1.0))
+    assert float(pong["std"]) == pytest.approx(np.std([hns_score("pong", h) for h in (0, 1, 2)], ddof=1))
+    published_pong = published.load("rainbow_2018_ddqn_noop").scores["pong"]
+    assert float(pong["published"]) == published_pong
+    assert float(pong["fraction_of_published"]) == pytest.approx(hns_score("pong", 1.0) / published_pong)
+
+
+def test_probability_of_improvement_of_a_dominating_variant(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        make_run(runs, "nature_dqn", "pong", seed, hns_score("pong", 0.1 * seed))
+        make_run(runs, "double_dqn", "pong", seed, hns_score("pong", 1.0 + 0.1 * seed))
+    result = build([runs], tmp_path / "out", against="nature_dqn_2015_noop", reps=200)
+    (pair, p), = result["probability_of_improvement"].items()
+    assert p["value"] == pytest.approx(0.0 if pair.startswith("nature") else 1.0)
+
+
+def test_protocol_difference_is_marked(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "nature_dqn", "pong", 0, 0.0, overrides={"env.protocol": "machado"})
+    build([runs], tmp_path / "out", against="nature_dqn_2015_noop", reps=100)
+    with open(tmp_path / "out/per_game.csv") as f:
+        row = next(csv.DictReader(f))
+    assert "sticky actions p=0.25" in row["protocol_differences"]
+    assert "no no-op starts" in row["protocol_differences"]
+    assert "budget 4K frames (table 200M)" in row["protocol_differences"]
+    assert "&dagger;" in (tmp_path / "out/report.md").read_text()
+
+
+def test_report_bad_input(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    run = make_run(runs, "nature_dqn", "pong", 0, 0.0)
+    (run / "summary.json").unlink()
+    with pytest.raises(ReportError, match="lacks summary.json"):
+        build([runs], tmp_path / "out")
+    mixed = tmp_path / "mixed"
+    make_run(mixed, "nature_dqn", "pong", 0, 0.0, steps=1000)
+    make_run(mixed, "nature_dqn", "pong", 1, 0.0, steps=2000)
+    with pytest.raises(ReportError, match="mixes runs of different budgets"):
+        build([mixed], tmp_path / "out")
+    uneven = tmp_path / "uneven"
+    make_run(uneven, "nature_dqn", "pong", 0, 0.0)
+    make_run(uneven, "nature_dqn", "pong", 1, 0.0)
+    make_run(uneven, "nature_dqn", "breakout", 0, 0.0)
+    with pytest.raises(ReportError, match="different numbers of seeds per game"):
+        build([uneven], tmp_path / "out")
+    other = tmp_path / "other"
+    make_run(other, "nature_dqn", "pong", 0, 0.0)
+    assert main(["report", str(other), "--against", "der_2019_paper_atari100k", "--out", str(tmp_path / "o")]) == 0
+    assert main(["report", str(other), "--against", "nature_dqn_2015_noop", "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    make_run(other, "nature_dqn", "space_invaders", 0, 0.0)
+    assert main(["report", str(other), "--against", "der_2019_paper_atari100k", "--out", str(tmp_path / "o")]) == 2
+    assert "has no score for space_invaders" in capsys.readouterr().err
+    assert main(["report", str(other), "--against", "nature_2015", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown published table 'nature_2015'" in capsys.readouterr().err
+
+
+def test_every_published_table_loads_and_matches_its_source():
+    source = published.PUBLISHED.parents[2] / "shared" / "reference-scores"
+    for name, info in published.index().items():
+        table = published.load(name)
+        assert set(table.scores) == set(info["games"]) and len(table.scores) >= 20, name
+        assert info["evaluation"] in ("no-op starts", "human starts", "sticky actions", "atari 100k")
+        if source.exists():
+            with open(source / info["file"]) as f:
+                rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#"))
+                        if all(r.get(k) == v for k, v in info.get("filter", {}).items())]
+            assert {r["game"]: float(r["score"]) for r in rows} == table.scores, name
+    # The games the papers report, for a few tables: 49 in Nature DQN, 57 in Rainbow-era, 26 in Atari 100k.
+    assert len(published.load("nature_dqn_2015_noop").scores) == 49
+    assert len(published.load("c51_2017_c51_noop").scores) == 57
+    assert len(published.load("der_2019_paper_atari100k").scores) == 26
+    assert len(published.load("rliable_atari100k_der").runs["pong"]) == 100
+    assert len(published.load("dopamine_sticky_dqn_final").runs["pong"]) == 5
+
+
+def test_every_preset_names_a_published_table():
+    tables = published.index()
+    for name in cfg.preset_names():
+        table = cfg.resolve(name).paper.compare_with
+        assert not table or table in tables, (name, table)
