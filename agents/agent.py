@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import sys
 
 import numpy as np
 import torch
@@ -33,7 +34,9 @@ def build_network(config: AgentConfig, obs_shape: tuple[int, ...], stack: int, n
 
 class DQNAgent:
     def __init__(self, config: AgentConfig, obs_shape: tuple[int, ...], stack: int, n_actions: int,
-                 device: str | torch.device = "cpu", seed: int = 0):
+                 device: str | torch.device = "cpu", seed: int = 0, compile: bool = False):
+        """compile: run the loss (forward, targets and, through AOTAutograd, backward) through
+        torch.compile; if compilation fails, the first update says so and falls back to eager."""
         errors = config.validate()
         if errors:
             raise ValueError("; ".join(errors))
@@ -50,6 +53,8 @@ class DQNAgent:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.updates = 0
+        self._loss = getattr(self, f"_loss_{config.distributional}")
+        self._compiled = torch.compile(self._loss, dynamic=False) if compile else None
 
     # ------------------------------------------------------------------ acting
     def q_values(self, obs: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
@@ -91,7 +96,7 @@ class DQNAgent:
     def learn(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step. Returns loss, mean Q of the taken actions and per-sample priorities
         (|TD error|, or the distributional loss), all as tensors on the device."""
-        per_sample, priority, q_taken = getattr(self, f"_loss_{self.config.distributional}")(batch)
+        per_sample, priority, q_taken = self._losses(batch)
         loss = (per_sample * batch.weight).mean() if batch.weight is not None else per_sample.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -101,6 +106,15 @@ class DQNAgent:
         self.updates += 1
         self._update_target()
         return {"loss": loss.detach(), "q": q_taken.detach().mean(), "priority": priority.detach()}
+
+    def _losses(self, batch: Batch):
+        if self._compiled is not None:
+            try:
+                return self._compiled(batch)
+            except Exception as e:  # noqa: BLE001 - no compiler, unsupported op...: eager still works
+                print(f"warning: torch.compile failed ({type(e).__name__}: {e}); continuing eager", file=sys.stderr)
+                self._compiled = None
+        return self._loss(batch)
 
     def _update_target(self) -> None:
         c = self.config

@@ -21,6 +21,9 @@ from wrappers.protocols import PROTOCOLS, Protocol, get_protocol
 from wrappers.vector import BACKENDS
 
 
+COMPILE_FROM_STEPS = 100_000
+
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names each bad value and what is allowed."""
 
@@ -56,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     deterministic: bool = False  # torch deterministic algorithms (exact resume and bitwise repeats)
+    compile: str = "auto"  # torch.compile the learner: true | false | auto (true from 100,000 agent steps)
 
 
 @dataclass
@@ -221,6 +225,8 @@ def _convert(value, hint, key: str):
     elif hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # `--set train.compile=true` reads as TOML's true
+            return str(value).lower()
     elif origin is list:
         (item,) = typing.get_args(hint)
         if isinstance(value, list):
@@ -250,6 +256,9 @@ def finalize(config: Config) -> Config:
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     config.env.game = canonical_game(config.env.game)
+    if config.train.compile == "auto":
+        # Compiling costs about a minute; it pays back (1.8x faster updates on a CPU) on long runs.
+        config.train.compile = "true" if config.train.steps >= COMPILE_FROM_STEPS else "false"
     if config.eval.epsilon is None:
         config.eval.epsilon = config.protocol.eval_epsilon
     if config.eval.max_episode_frames is None:
@@ -282,6 +291,7 @@ def validate(config: Config) -> list[str]:
     need(config.train.steps >= 1, f"train.steps = {config.train.steps}; must be >= 1 (agent steps)")
     need(config.train.seed >= 0, f"train.seed = {config.train.seed}; must be >= 0")
     need(config.train.device in ("auto", "cpu", "cuda"), f"train.device = {config.train.device!r}; allowed: auto, cpu, cuda")
+    need(config.train.compile in ("auto", "true", "false"), f"train.compile = {config.train.compile!r}; allowed: auto, true, false")
     need(config.eval.period_steps >= 0, f"eval.period_steps = {config.eval.period_steps}; must be >= 0 (0: only at the end)")
     need(config.eval.episodes >= 0, f"eval.episodes = {config.eval.episodes}; must be >= 0")
     need(config.eval.num_envs >= 1, f"eval.num_envs = {config.eval.num_envs}; must be >= 1")

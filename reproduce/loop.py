@@ -139,7 +139,8 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
     envs = make_vector_env(config.env.game, protocol, num_envs, seed, backend=config.env.backend)
     obs, _ = envs.reset(seed=seed)
     obs_shape, stack = observation_spec(obs, protocol)
-    agent = DQNAgent(c, obs_shape, stack, int(envs.single_action_space.n), device, seed)
+    agent = DQNAgent(c, obs_shape, stack, int(envs.single_action_space.n), device, seed,
+                     compile=config.train.compile == "true")
     replay = build_replay(c, config.replay.capacity, num_envs, obs_shape, stack,
                           torch.as_tensor(obs).dtype, replay_device, seed, total)
     checkpointer = Checkpointer(run_dir / "checkpoints", config.log.keep_checkpoints)
