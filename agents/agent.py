@@ -34,9 +34,10 @@ def build_network(config: AgentConfig, obs_shape: tuple[int, ...], stack: int, n
 
 class DQNAgent:
     def __init__(self, config: AgentConfig, obs_shape: tuple[int, ...], stack: int, n_actions: int,
-                 device: str | torch.device = "cpu", seed: int = 0, compile: bool = False):
+                 device: str | torch.device = "cpu", seed: int = 0, compile: bool = False, bf16: bool = False):
         """compile: run the loss (forward, targets and, through AOTAutograd, backward) through
-        torch.compile; if compilation fails, the first update says so and falls back to eager."""
+        torch.compile; if compilation fails, the first update says so and falls back to eager.
+        bf16: compute the loss under bfloat16 autocast (weights and optimizer stay float32)."""
         errors = config.validate()
         if errors:
             raise ValueError("; ".join(errors))
@@ -53,6 +54,7 @@ class DQNAgent:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.updates = 0
+        self.bf16 = bf16
         self._loss = getattr(self, f"_loss_{config.distributional}")
         self._compiled = torch.compile(self._loss, dynamic=False) if compile else None
 
@@ -83,6 +85,15 @@ class DQNAgent:
             greedy = torch.where(explore, random, greedy)
         return greedy.cpu().numpy()
 
+    def actor(self, seed: int) -> DQNAgent:
+        """A copy that acts with the current network and its own random stream (for evaluation while
+        this agent goes on learning)."""
+        actor = copy.copy(self)
+        actor.online = copy.deepcopy(self.online)
+        actor.generator = torch.Generator(device=self.device)
+        actor.generator.manual_seed(seed)
+        return actor
+
     @contextlib.contextmanager
     def evaluating(self):
         """Noisy layers use their mean weights while evaluating (as Dopamine and Kaixhin/Rainbow do)."""
@@ -96,7 +107,10 @@ class DQNAgent:
     def learn(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step. Returns loss, mean Q of the taken actions and per-sample priorities
         (|TD error|, or the distributional loss), all as tensors on the device."""
-        per_sample, priority, q_taken = self._losses(batch)
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            per_sample, priority, q_taken = self._losses(batch)
+        per_sample, priority, q_taken = per_sample.float(), priority.float(), q_taken.float()
         loss = (per_sample * batch.weight).mean() if batch.weight is not None else per_sample.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

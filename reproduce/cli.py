@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
     p.add_argument("--sweep-dir", type=Path, help="default: sweeps/PRESET-TIME")
     p.add_argument("--wait", action="store_true", help="block until every job has finished")
+    p.add_argument("--parallel", type=int, default=0, help="local: jobs at once (default: the number of cores)")
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--time", type=int, default=60 * 24, help="Slurm time limit per job, minutes")
     p.add_argument("--gpus", type=int, default=0, help="GPUs per job")
@@ -193,7 +194,7 @@ def cmd_sweep(args) -> int:
     if (sweep_dir / "sweep.json").exists():
         raise cfg.ConfigError(f"{sweep_dir} already holds a sweep; choose another --sweep-dir")
     slurm = sweep.SlurmOptions(args.partition, args.time, args.gpus, args.cpus, args.mem, args.signal_lead)
-    jobs = sweep.submit(spec, sweep_dir, args.launcher, slurm)
+    jobs = sweep.submit(spec, sweep_dir, args.launcher, slurm, args.parallel)
     print(f"submitted {len(jobs)} jobs ({args.launcher}) -> {sweep_dir}; follow with `reproduce status {sweep_dir}`")
     if args.wait:
         print(sweep.format_status(sweep.wait(sweep_dir)))

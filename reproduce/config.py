@@ -60,6 +60,8 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     deterministic: bool = False  # torch deterministic algorithms (exact resume and bitwise repeats)
     compile: str = "auto"  # torch.compile the learner: true | false | auto (true from 100,000 agent steps)
+    bf16: bool = False  # bfloat16 autocast for the learner's forward pass (GPU)
+    overlap: bool = False  # step the environments in a thread while the learner updates (same result)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class EvalConfig:
     epsilon: float | None = None  # None: the protocol's evaluation epsilon
     max_episode_frames: int | None = None  # None: the protocol's evaluation cap
     num_envs: int = 8  # evaluation environments stepped together
+    background: bool = False  # evaluate in a thread while training goes on (results logged at the next evaluation)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from wrappers.vector import finished_episodes, make_vector_env
 
 
 def evaluate(agent: DQNAgent, game: str, protocol: Protocol, episodes: int, epsilon: float,
-             max_episode_frames: int, num_envs: int, seed: int) -> list[tuple[float, int]]:
+             max_episode_frames: int, num_envs: int, seed: int, backend: str = "sync") -> list[tuple[float, int]]:
     """(score, length in agent steps) of `episodes` whole games, in episode order.
 
     Environment i plays episodes i, i + n, i + 2n, ...: a fixed assignment, so that short games do not
@@ -25,7 +25,7 @@ def evaluate(agent: DQNAgent, game: str, protocol: Protocol, episodes: int, epsi
         return []
     num_envs = min(num_envs, episodes)
     protocol = dataclasses.replace(protocol, eval_max_episode_frames=max_episode_frames)
-    envs = make_vector_env(game, protocol, num_envs, seed, evaluation=True)
+    envs = make_vector_env(game, protocol, num_envs, seed, evaluation=True, backend=backend)
     quota = [len(range(i, episodes, num_envs)) for i in range(num_envs)]
     results: list[list[tuple[float, int]]] = [[] for _ in range(num_envs)]
     try:

@@ -8,11 +8,13 @@ stream, every environment's emulator and wrapper state, the loop's counters and 
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import random
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +142,7 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
     obs, _ = envs.reset(seed=seed)
     obs_shape, stack = observation_spec(obs, protocol)
     agent = DQNAgent(c, obs_shape, stack, int(envs.single_action_space.n), device, seed,
-                     compile=config.train.compile == "true")
+                     compile=config.train.compile == "true", bf16=config.train.bf16)
     replay = build_replay(c, config.replay.capacity, num_envs, obs_shape, stack,
                           torch.as_tensor(obs).dtype, replay_device, seed, total)
     checkpointer = Checkpointer(run_dir / "checkpoints", config.log.keep_checkpoints)
@@ -149,15 +151,23 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
         saved = checkpointer.load_latest(replay)
         run = RunDir.reopen(run_dir, saved["log_positions"])
         agent.load_state_dict(saved["agent"])
-        set_states(envs, saved["envs"])
-        obs = saved["obs"]
         loop = LoopState.from_state(saved["loop"], device)
+        if saved["envs"] is not None:
+            set_states(envs, saved["envs"])
+            obs = saved["obs"]
+        else:  # a backend without emulator snapshots: new episodes, the old ones cut in the replay
+            obs, _ = envs.reset(seed=seed + loop.step)
+            replay.cut_episodes()
+            print(f"warning: backend {config.env.backend!r} cannot restore emulators; the {num_envs} episodes in "
+                  "progress were restarted (recorded as resume_restarted_episodes in metrics.jsonl)", file=sys.stderr)
         set_rng_state(saved["rng"])
         wandb_id = saved.get("wandb_id")
         print(f"resumed {run_dir} at step {loop.step:,}", file=sys.stderr)
     else:
         run = RunDir.create(run_dir, config)
         loop = LoopState()
+    if resume and saved["envs"] is None:
+        run.metrics.write(loop.step, loop.step * frame_skip, {"resume_restarted_episodes": num_envs})
     wandb = WandbSink(config.log.wandb, config.log.wandb_project, run.path, run.path.name, config.to_dict(), wandb_id)
 
     def checkpoint() -> None:
@@ -169,6 +179,8 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
         except (CheckpointError, OSError) as e:  # the previous checkpoint is intact; keep training
             print(f"warning: checkpoint at step {loop.step:,} not written: {e}", file=sys.stderr)
 
+    evaluator = Evaluator(config, run, wandb, frame_skip)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="envs") if config.train.overlap else None
     start, first_step = time.time(), loop.step
     bar = tqdm(total=total, initial=loop.step, unit="step", disable=not progress, dynamic_ncols=True, smoothing=0.05)
     try:
@@ -177,18 +189,10 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
                 step = loop.step
                 epsilon = agent.epsilon(step)
                 action = agent.act(obs, epsilon)
-                next_obs, reward, terminated, truncated, info = envs.step(action)
-                replay.add(obs, action, reward, terminated, truncated, next_observations(next_obs, info))
-                obs, previous, step = next_obs, step, step + num_envs
-                loop.step = step
-                bar.update(num_envs)
-
-                games = finished_episodes(info)
-                if games:
-                    run.episodes.write(*[(step, step * frame_skip, g.env, g.score, g.length) for g in games])
-                    loop.recent.extend(g.score for g in games)
-                    bar.set_postfix(eps=f"{epsilon:.3f}", ret=f"{np.mean(loop.recent):.1f}", refresh=False)
-
+                # The environments step while the learner updates on the transitions before this step
+                # (in a thread with train.overlap; the order, and so the result, is the same without).
+                stepping = pool.submit(envs.step, action) if pool else None
+                previous, step = step, step + num_envs
                 if step >= c.learning_starts_steps:
                     loop.owed += num_envs / c.update_period_steps
                     while loop.owed >= 1:
@@ -199,6 +203,17 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
                         loop.losses.append(out["loss"])
                         loop.qs.append(out["q"])
                         loop.owed -= 1
+                next_obs, reward, terminated, truncated, info = stepping.result() if pool else envs.step(action)
+                replay.add(obs, action, reward, terminated, truncated, next_observations(next_obs, info))
+                obs = next_obs
+                loop.step = step
+                bar.update(num_envs)
+
+                games = finished_episodes(info)
+                if games:
+                    run.episodes.write(*[(step, step * frame_skip, g.env, g.score, g.length) for g in games])
+                    loop.recent.extend(g.score for g in games)
+                    bar.set_postfix(eps=f"{epsilon:.3f}", ret=f"{np.mean(loop.recent):.1f}", refresh=False)
 
                 if crossed(step, previous, config.log.period_steps) or step >= total:
                     values = {"epsilon": epsilon, "updates": agent.updates,
@@ -212,22 +227,21 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
                     wandb.log(step, values)
 
                 if crossed(step, previous, config.eval.period_steps) or step >= total:
-                    scores = run_evaluation(agent, config, run, step, frame_skip)
-                    mean, std = summarize(scores)
-                    loop.last_eval = (mean, std, len(scores))
-                    run.metrics.write(step, step * frame_skip, {"eval_return_mean": mean, "eval_return_std": std})
-                    wandb.log(step, {"eval_return_mean": mean, "eval_return_std": std})
-                    bar.write(f"step {step:,}: evaluation {mean:.1f} +/- {std:.1f} over {len(scores)} games")
-
-                if crossed(step, previous, config.log.checkpoint_period_steps) or step >= total:
-                    checkpoint()
-                elif signals.received:
+                    loop.last_eval = evaluator.collect() or loop.last_eval
+                    loop.last_eval = evaluator.start(agent, step) or loop.last_eval
+                final = step >= total
+                if crossed(step, previous, config.log.checkpoint_period_steps) or final or signals.received:
+                    # Evaluation lines are written before a checkpoint, so that a resumed run has them.
+                    loop.last_eval = evaluator.collect() or loop.last_eval
                     checkpoint()
                 if signals.received:
                     raise Preempted(signals.received, step)
     finally:
         bar.close()
+        if pool:
+            pool.shutdown()
         envs.close()
+        evaluator.close()
         if sys.exc_info()[0] is not None:
             wandb.close()
             run.close()
@@ -241,10 +255,44 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
     return summary
 
 
-def run_evaluation(agent: DQNAgent, config: Config, run: RunDir, step: int, frame_skip: int) -> list[float]:
-    """Evaluation games on their own environments, seeded by the step so that a resumed run replays them."""
-    results = evaluate(agent, config.env.game, config.protocol, config.eval.episodes, config.eval.epsilon,
-                       config.eval.max_episode_frames, config.eval.num_envs,
-                       seed=config.train.seed + 1_000_003 * (1 + step // max(config.eval.period_steps, 1)))
-    run.evals.write(*[(step, step * frame_skip, i, score, length) for i, (score, length) in enumerate(results)])
-    return [score for score, _ in results]
+class Evaluator:
+    """Evaluation games on their own environments, with a copy of the network taken at `start`: in a
+    background thread with eval.background (training goes on meanwhile), or at once. Results are
+    written by `collect`, at the next evaluation, checkpoint or end: a fixed place in the logs
+    whatever the thread's timing. Seeded by the step, so a resumed run replays them exactly."""
+
+    def __init__(self, config: Config, run: RunDir, wandb: WandbSink, frame_skip: int):
+        self.config, self.run, self.wandb, self.frame_skip = config, run, wandb, frame_skip
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="eval") if config.eval.background else None
+        self.pending = None  # (step, future or results)
+
+    def start(self, agent: DQNAgent, step: int) -> tuple | None:
+        """Starts an evaluation; without a background thread it runs now and its result is returned."""
+        c = self.config
+        actor = agent.actor(seed=c.train.seed + step)
+        job = functools.partial(evaluate, actor, c.env.game, c.protocol, c.eval.episodes, c.eval.epsilon,
+                                c.eval.max_episode_frames, c.eval.num_envs,
+                                seed=c.train.seed + 1_000_003 * (1 + step // max(c.eval.period_steps, 1)),
+                                backend=c.env.backend)
+        self.pending = (step, self.pool.submit(job) if self.pool else job())
+        return None if self.pool else self.collect()
+
+    def collect(self) -> tuple | None:
+        """Waits for the evaluation in flight, writes it, and returns (mean, std, games)."""
+        if self.pending is None:
+            return None
+        step, results = self.pending
+        self.pending = None
+        if self.pool:
+            results = results.result()
+        frames = step * self.frame_skip
+        self.run.evals.write(*[(step, frames, i, score, length) for i, (score, length) in enumerate(results)])
+        mean, std = summarize([score for score, _ in results])
+        self.run.metrics.write(step, frames, {"eval_return_mean": mean, "eval_return_std": std})
+        self.wandb.log(step, {"eval_return_mean": mean, "eval_return_std": std})
+        print(f"step {step:,}: evaluation {mean:.1f} +/- {std:.1f} over {len(results)} games", file=sys.stderr)
+        return (mean, std, len(results))
+
+    def close(self) -> None:
+        if self.pool:
+            self.pool.shutdown(cancel_futures=True)

@@ -112,7 +112,9 @@ class SlurmOptions:
     signal_lead: int = 120  # seconds of warning (USR1) before the time limit
 
 
-def submit(spec: SweepSpec, sweep_dir: Path, launcher: str, slurm: SlurmOptions) -> list[dict]:
+def submit(spec: SweepSpec, sweep_dir: Path, launcher: str, slurm: SlurmOptions, parallel: int = 0) -> list[dict]:
+    """Submits every job. Locally at most `parallel` (default: the number of cores) run at once, each
+    with one torch thread: the call returns once the last of them is started."""
     import submitit
 
     jobs = spec.jobs()
@@ -126,22 +128,36 @@ def submit(spec: SweepSpec, sweep_dir: Path, launcher: str, slurm: SlurmOptions)
                        mem_gb=slurm.mem, slurm_signal_delay_s=slurm.signal_lead)
         params = {k: v for k, v in params.items() if v is not None}
     executor.update_parameters(**params)
+    if launcher == "local":
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # several jobs share the cores: one thread each
+    parallel = parallel or os.cpu_count() or 1
+    running = []
+    record = {"spec": dataclasses.asdict(spec), "launcher": launcher, "jobs": jobs}
     for job in jobs:
         job["run_dir"] = str((sweep_dir / "runs" / job["name"]).resolve())
+    for job in jobs:
+        while launcher == "local" and len(running) >= parallel:
+            running = [j for j in running if not j.done()]
+            time.sleep(1)
         submitted = executor.submit(run_job, job["run_dir"], spec.preset, job["overrides"])
         job["job_id"] = str(submitted.job_id)
-    record = {"spec": dataclasses.asdict(spec), "launcher": launcher, "jobs": jobs}
-    (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2) + "\n")
+        running.append(submitted)
+        (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2) + "\n")
     return jobs
 
 
 def job_state(sweep_dir: Path, launcher: str, job_id: str) -> str:
+    """The scheduler's word on an unfinished run's job (a local job that ended without a summary failed)."""
     import submitit
 
+    if not job_id:
+        return "NOT SUBMITTED"
     try:
         if launcher == "slurm":
             return submitit.SlurmJob(sweep_dir / "submitit", job_id).state
-        return submitit.LocalJob(sweep_dir / "submitit", job_id).state
+        # A job object rebuilt from its id cannot see its process: the result file says it ended.
+        job = submitit.LocalJob(sweep_dir / "submitit", job_id)
+        return "FAILED" if job.paths.result_pickle.exists() else "RUNNING"
     except Exception:  # noqa: BLE001 - no scheduler to ask (sacct gone, other machine): the files speak
         return "UNKNOWN"
 
@@ -169,9 +185,9 @@ def status(sweep_dir: Path) -> list[dict]:
                 elif d["name"] == "steps_per_second":
                     sps = d["value"]
         done = (run / "summary.json").exists()
-        state = "COMPLETED" if done else job_state(sweep_dir, record["launcher"], job["job_id"])
+        state = "COMPLETED" if done else job_state(sweep_dir, record["launcher"], job.get("job_id", ""))
         eta = 0.0 if done else ((job["steps"] - step) / sps if sps and sps == sps and sps > 0 else math.nan)
-        rows.append({"job": job["name"], "job_id": job["job_id"], "state": state, "steps": step,
+        rows.append({"job": job["name"], "job_id": job.get("job_id", ""), "state": state, "steps": step,
                      "total": job["steps"], "score": score, "eta_seconds": eta})
     return rows
 
@@ -192,6 +208,6 @@ def wait(sweep_dir: Path, poll_seconds: float = 10.0) -> list[dict]:
     """Blocks until every job of the sweep has finished (or failed), printing progress."""
     while True:
         rows = status(sweep_dir)
-        if all(r["state"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "DONE", "INTERRUPTED") for r in rows):
+        if all(r["state"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL") for r in rows):
             return rows
         time.sleep(poll_seconds)

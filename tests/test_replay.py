@@ -175,3 +175,20 @@ def test_refuses_replay_larger_than_memory():
 def test_bytes_per_transition_is_frame_plus_small_metadata():
     replay = FrameReplay(100_000, 1)
     assert replay.nbytes() / replay.capacity < 84 * 84 + 20
+
+
+def test_cut_episodes_truncates_and_bootstraps_from_the_stored_next_frame():
+    envs = FakeEnvs(2, 2)
+    replay = FrameReplay(60, 2, obs_shape=(2,), stack=2, n_step=3, gamma=0.5, obs_dtype=torch.int64, seed=0)
+    for _ in range(2):
+        obs = envs.obs()
+        replay.add(obs, [0, 0], [1.0, 1.0], [False, False], [False, False], envs.step(np.array([False, False])))
+    assert len(replay) == 0  # neither 3-step window is complete
+    replay.cut_episodes()
+    assert len(replay) == 4  # both steps of both envs, their windows now end at the cut
+    batch = replay._gather(torch.tensor([0]))  # env 0, first step
+    assert batch.reward.item() == 1.5 and batch.discount.item() == 0.25  # truncated: bootstraps
+    assert batch.next_obs[0].tolist() == [[3, 3], [5, 5]]
+    # The next add starts new episodes: the first observation has zeros before its newest frame.
+    envs.history = [envs._new_frame_list() for _ in range(2)]
+    replay.add(envs.obs(), [0, 0], [0.0, 0.0], [False, False], [False, False], envs.step(np.array([False, False])))

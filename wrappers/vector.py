@@ -10,12 +10,13 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import RecordEpisodeStatistics
 
+from wrappers.ale_vector import ALEVectorProtocol
 from wrappers.atari import make_atari_env
 from wrappers.games import CLASSIC_GAMES, canonical_game, is_atari
 from wrappers.protocols import CLASSIC, Protocol, get_protocol
 from wrappers.state import Snapshot
 
-BACKENDS = ("sync", "async")
+BACKENDS = ("sync", "async", "ale")
 
 
 def make_env(game: str, protocol: Protocol | str, evaluation: bool = False, render_mode=None, index: int = 0) -> gym.Env:
@@ -44,7 +45,9 @@ def make_vector_env(
 ) -> gym.vector.VectorEnv:
     """`num_envs` environments of `game`; Atari observations are uint8 [num_envs, 4, 84, 84].
 
-    Environments reset themselves in the step that ends an episode (gymnasium's SAME_STEP autoreset):
+    Backends: `sync` (in this process), `async` (one process per environment) and `ale` (ale-py's C++
+    vector env: fastest, but see wrappers/ale_vector.py for where it departs from the card and it
+    cannot snapshot its emulators). Environments reset themselves in the step that ends an episode (gymnasium's SAME_STEP autoreset):
     the returned observation starts the next episode, and the last one of the finished episode is in
     info["final_obs"] (see `next_observations`). Environment i is seeded with seed + i at the first
     reset, which the caller makes with `reset(seed=seed)`.
@@ -55,6 +58,10 @@ def make_vector_env(
         raise ValueError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     canonical_game(game)  # fail here, in this process, for an unknown game
+    if backend == "ale":
+        if not is_atari(game):
+            raise ValueError(f"backend 'ale' runs Atari games only, not {game!r}; use 'sync' or 'async'")
+        return ALEVectorProtocol(game, protocol, num_envs, evaluation)
     fns = [functools.partial(make_env, game, protocol, evaluation, None, i) for i in range(num_envs)]
     cls = SyncVectorEnv if backend == "sync" else AsyncVectorEnv
     return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
@@ -94,9 +101,14 @@ def observation_spec(obs: np.ndarray, protocol: Protocol) -> tuple[tuple[int, ..
     return (tuple(obs.shape[2:]) if stack > 1 else tuple(obs.shape[1:])), stack
 
 
-def get_states(envs: gym.vector.VectorEnv) -> list[bytes]:
-    """Every sub-environment's whole state (emulator, wrappers), for a checkpoint."""
-    return list(envs.call("get_state"))
+def can_snapshot(envs: gym.vector.VectorEnv) -> bool:
+    return getattr(envs, "can_snapshot", True)
+
+
+def get_states(envs: gym.vector.VectorEnv) -> list[bytes] | None:
+    """Every sub-environment's whole state (emulator, wrappers), for a checkpoint; None for a backend
+    that cannot snapshot its emulators."""
+    return list(envs.call("get_state")) if can_snapshot(envs) else None
 
 
 def set_states(envs: gym.vector.VectorEnv, states: list[bytes]) -> None:

@@ -42,6 +42,19 @@ class Batch:
     index: torch.Tensor  # [B] int64: slot ids, for update_priorities
     weight: torch.Tensor | None = None  # [B] float32 importance weights (prioritized replay)
 
+    def to(self, device: torch.device) -> Batch:
+        """The batch on `device`; from host memory to a GPU through pinned memory, without blocking."""
+        if self.obs.device == torch.device(device):
+            return self
+        pin = self.obs.device.type == "cpu" and torch.device(device).type == "cuda"
+
+        def move(t):
+            if t is None:
+                return None
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        return Batch(*(move(getattr(self, f.name)) for f in dataclasses.fields(self)))
+
 
 class ReplayTooLargeError(MemoryError):
     pass
@@ -154,6 +167,22 @@ class FrameReplay:
         self.count = c + 1 + done
         self.episode_start = done
         self.steps_added += self.num_envs
+
+    def cut_episodes(self) -> None:
+        """Ends every episode in progress as truncated (it bootstraps from the frame already stored
+        after its last step): the environments restart (a resume on a backend without snapshots)."""
+        running = ~self.episode_start
+        if not running.any():
+            return
+        c = self.count
+        last = self.host_flags[(c - 1) % self.slots, np.arange(self.num_envs)]
+        self._set_flags(c - 1, np.where(running, last | TRUNCATED, last).astype(np.uint8))
+        following = self.host_flags[c % self.slots, np.arange(self.num_envs)]
+        self._set_flags(c, np.where(running, FINAL, following).astype(np.uint8))
+        self.count = c + running
+        self.episode_start = np.ones(self.num_envs, dtype=bool)
+        # The newest slot is unchanged, but the windows before it now end: re-evaluate them.
+        self.refreshed_head = np.minimum(self.refreshed_head, self._head() - running)
 
     def _set_flags(self, logical: np.ndarray, flags: np.ndarray) -> None:
         slot = logical % self.slots

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The CartPole check tier over 5 seeds and every variant of the DQN family, on the one training loop,
+# then one report comparing them all (IQM and CIs, curves):
+#   scripts/experiments/cartpole_variants.sh [OUT]     (default results/cartpole)
+# Each variant is the cartpole_dqn base (Double DQN, 3-step returns) with one component switched, or
+# plain 1-step DQN; cartpole_rainbow has them all. About 1.5 CPU-hours on a 2-core machine.
+set -euo pipefail
+OUT=${1:-results/cartpole}
+SEEDS=0,1,2,3,4
+SWEEPS=sweeps/cartpole-variants
+declare -A VARIANTS=(
+  [dqn]="--set agent.double=false --set agent.n_step=1"
+  [double_dqn]="--set agent.n_step=1"
+  [nstep3_double]=""
+  [dueling]="--set agent.dueling=true"
+  [prioritized]="--set agent.prioritized=true --set agent.priority_alpha=0.5"
+  [noisy]="--set agent.noisy=true --set agent.noisy_sigma0=0.1 --set agent.epsilon_start=0 --set agent.epsilon_end=0 --set agent.epsilon_decay_steps=0"
+  [c51]="--set agent.distributional=c51 --set agent.v_min=0 --set agent.v_max=100"
+  [qr_dqn]="--set agent.distributional=qr --set agent.num_quantiles=50"
+  [iqn]="--set agent.distributional=iqn"
+  [munchausen]="--set agent.munchausen=true --set agent.double=false --set agent.n_step=1"
+)
+for name in "${!VARIANTS[@]}"; do
+  [ -f "$SWEEPS/$name/sweep.json" ] && continue
+  # shellcheck disable=SC2086
+  reproduce sweep cartpole_dqn --games cartpole --seeds $SEEDS --launcher local --wait \
+    --sweep-dir "$SWEEPS/$name" --set log.label="$name" ${VARIANTS[$name]}
+done
+[ -f "$SWEEPS/rainbow/sweep.json" ] || reproduce sweep cartpole_rainbow --games cartpole --seeds $SEEDS \
+  --launcher local --wait --sweep-dir "$SWEEPS/rainbow" --set log.label=rainbow
+reproduce compare "$SWEEPS"/*/ --out "$OUT"

@@ -1,0 +1,142 @@
+"""Every fast path against the plain one: the C++ vector env, process workers, the compiled and
+bfloat16 learners, overlapped stepping and background evaluation."""
+
+import dataclasses
+import filecmp
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents import AgentConfig, DQNAgent
+from agents.replay import FrameReplay
+from reproduce import config as cfg
+from reproduce.cli import main
+from reproduce.loop import train
+from wrappers.protocols import NATURE
+from wrappers.vector import finished_episodes, make_vector_env, next_observations
+
+# The part of the nature card both backends follow exactly (see wrappers/ale_vector.py for the rest).
+EXACT = dataclasses.replace(NATURE, noop_max=0, fire_on_reset=False)
+
+
+def step_both(a, b, steps, seed=1):
+    rng = np.random.default_rng(seed)
+    oa, _ = a.reset(seed=0)
+    ob, _ = b.reset(seed=0)
+    assert np.array_equal(oa, ob)
+    terminals = games = 0
+    for t in range(steps):
+        action = rng.integers(0, a.single_action_space.n, a.num_envs)
+        ra, rb = a.step(action), b.step(action)
+        for x, y in zip(ra[:4], rb[:4]):
+            assert np.array_equal(x, y), t
+        assert np.array_equal(next_observations(ra[0], ra[4]), next_observations(rb[0], rb[4])), t
+        assert finished_episodes(ra[4]) == finished_episodes(rb[4]), t
+        terminals += int(ra[2].sum())
+        games += len(finished_episodes(ra[4]))
+    return terminals, games
+
+
+@pytest.mark.parametrize("game", ["breakout", "space_invaders"])
+def test_ale_backend_gives_the_gymnasium_frames(game):
+    """Same frames, rewards (clipped), life-loss terminals, final observations and whole-game scores."""
+    terminals, games = step_both(make_vector_env(game, EXACT, 2, 0, backend="ale"), make_vector_env(game, EXACT, 2, 0), 2500)
+    assert terminals > games > 0  # lives were lost and games ended on the way
+
+
+def test_ale_backend_evaluation_envs_match_too():
+    terminals, games = step_both(make_vector_env("breakout", EXACT, 2, 0, evaluation=True, backend="ale"),
+                                 make_vector_env("breakout", EXACT, 2, 0, evaluation=True), 1500)
+    assert terminals == games > 0  # no life-loss terminal while evaluating
+
+
+def test_async_backend_gives_the_sync_frames():
+    step_both(make_vector_env("breakout", NATURE, 2, 0, backend="async"), make_vector_env("breakout", NATURE, 2, 0), 300)
+
+
+def test_ale_backend_departures_are_as_documented():
+    envs = make_vector_env("pong", NATURE, 1, 0, backend="ale")
+    frames = []
+    for seed in range(60):
+        _, info = envs.env.reset(seed=seed)
+        frames.append(int(info["episode_frame_number"][0]))
+    # No-op starts: 0 to 29 no-ops of 4 frames each (gymnasium's AtariPreprocessing: 1 to 30).
+    assert min(frames) >= 0 and max(frames) <= 29 * 4 + 1 and len(set(frames)) > 10
+    assert not envs.can_snapshot
+
+
+@pytest.mark.slow
+def test_resume_on_the_ale_backend_restarts_episodes_and_says_so(tmp_path, capsys):
+    args = ["nature_dqn", "--game", "pong", "--steps", "600", "--set", "env.backend=ale", "--set", "env.num_envs=2",
+            "--set", "agent.learning_starts_steps=200", "--set", "replay.capacity=2000", "--set", "log.checkpoint_period_steps=300",
+            "--set", "eval.episodes=1", "--set", "eval.max_episode_frames=400", "--set", "eval.period_steps=0",
+            "--wandb", "disabled", "--no-progress"]
+    assert main(["run", *args[:4], "300", *args[5:], "--run-dir", str(tmp_path / "run")]) == 0
+    assert main(["resume", str(tmp_path / "run"), "--steps", "600", "--no-progress"]) == 0
+    assert "episodes in progress were restarted" in capsys.readouterr().err
+    names = [json.loads(line)["name"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert "resume_restarted_episodes" in names
+
+
+def small_agent(**kw):
+    torch.manual_seed(0)
+    config = AgentConfig(network="mlp", mlp_hidden=[32], hidden=32, optimizer="adam", learning_rate=1e-3,
+                         optimizer_eps=1e-8, **kw)
+    return config
+
+
+def filled_replay():
+    replay = FrameReplay(500, 1, obs_shape=(4,), stack=1, obs_dtype=torch.float32, seed=0, n_step=3)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(1, 4)).astype(np.float32)
+    for i in range(200):
+        nxt = rng.normal(size=(1, 4)).astype(np.float32)
+        done = i % 17 == 16
+        replay.add(obs, [rng.integers(2)], [rng.normal()], [done], [False], nxt)
+        obs = rng.normal(size=(1, 4)).astype(np.float32) if done else nxt
+    return replay
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("switches", [{}, {"distributional": "c51", "v_min": -5.0, "v_max": 5.0, "double": True}])
+def test_compiled_learner_matches_eager(switches):
+    replay = filled_replay()
+    batch = replay.sample(32)
+    losses = []
+    for compile in (False, True):
+        agent = DQNAgent(small_agent(**switches), (4,), 1, 2, seed=0, compile=compile)
+        agent.online.load_state_dict(DQNAgent(small_agent(**switches), (4,), 1, 2, seed=0).online.state_dict())
+        losses.append([agent.learn(batch)["loss"].item() for _ in range(5)])
+    assert np.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5), losses
+
+
+def test_bf16_losses_match_fp32_within_two_percent():
+    """bfloat16 keeps 8 bits of mantissa: the loss of one batch agrees with float32 to within 2%."""
+    replay = filled_replay()
+    batch = replay.sample(64)
+    for switches in ({}, {"distributional": "c51", "v_min": -5.0, "v_max": 5.0}, {"distributional": "qr", "num_quantiles": 16}):
+        losses = []
+        for bf16 in (False, True):
+            agent = DQNAgent(small_agent(**switches), (4,), 1, 2, seed=0, bf16=bf16)
+            losses.append(agent.learn(batch)["loss"].item())
+        assert losses[1] == pytest.approx(losses[0], rel=0.02), (switches, losses)
+
+
+CARTPOLE = {"train.steps": 3000, "log.wandb": "disabled", "eval.period_steps": 1000, "eval.episodes": 3,
+            "log.checkpoint_period_steps": 0}
+
+
+@pytest.mark.slow
+def test_overlap_and_background_evaluation_give_the_serial_result(tmp_path):
+    runs = {}
+    for name, extra in {"serial": {}, "overlap": {"train.overlap": True},
+                        "background": {"train.overlap": True, "eval.background": True}}.items():
+        runs[name] = train(cfg.resolve("cartpole_dqn", {**CARTPOLE, **extra}), tmp_path / name, progress=False)
+    shas = {k: v["params_sha256"] for k, v in runs.items()}
+    assert len(set(shas.values())) == 1, shas
+    for name in ("episodes.csv", "eval.csv"):
+        assert filecmp.cmp(tmp_path / "serial" / name, tmp_path / "overlap" / name, shallow=False)
+        assert filecmp.cmp(tmp_path / "serial" / name, tmp_path / "background" / name, shallow=False)
+    assert runs["serial"]["eval_return_mean"] == runs["background"]["eval_return_mean"]
