@@ -115,11 +115,11 @@ class SlurmOptions:
 def submit(spec: SweepSpec, sweep_dir: Path, launcher: str, slurm: SlurmOptions, parallel: int = 0) -> list[dict]:
     """Submits every job. Locally at most `parallel` (default: the number of cores) run at once, each
     with one torch thread: the call returns once the last of them is started."""
-    import submitit
-
     jobs = spec.jobs()
     if launcher not in ("local", "slurm"):
         raise cfg.ConfigError(f"launcher {launcher!r}; allowed: local, slurm")
+    import submitit  # after validation: importing it reconfigures logging (dictConfig)
+
     sweep_dir.mkdir(parents=True, exist_ok=True)
     executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster=launcher)
     params = dict(timeout_min=slurm.time, name=f"reproduce-{spec.preset}")
