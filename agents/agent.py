@@ -2,7 +2,8 @@
 
 `act` picks actions for a batch of observations (epsilon-greedy, or greedy through noisy layers);
 `learn` takes one gradient step on a replay batch and returns the loss and new priorities; the
-target network is synchronised here, by a hard copy every C updates or a Polyak average every update.
+target network is synchronised here, by a hard copy every C updates or a Polyak average (every update, or
+every `soft_update_period` updates).
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ class DQNAgent:
     def _update_target(self) -> None:
         c = self.config
         if c.target_update == "soft":
+            if self.updates % c.soft_update_period:
+                return
             with torch.no_grad():
                 for t, o in zip(self.target.parameters(), self.online.parameters()):
                     t.lerp_(o, c.target_tau)

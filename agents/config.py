@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DISTRIBUTIONAL = ("none", "c51", "qr", "iqn")
+HINDSIGHT = ("none", "future", "final", "episode")
 LOSSES = ("auto", "huber", "mse")
 OPTIMIZERS = ("adam", "centered_rmsprop", "rmsprop")
 TARGET_UPDATES = ("hard", "soft")
@@ -51,6 +52,8 @@ class AgentConfig:
     priority_beta_end: float = 1.0  # ... to this value ...
     priority_beta_steps: int = 0  # ... over this many agent steps (0: the run's whole budget)
     priority_eps: float = 1e-6  # added to |TD error| so every transition keeps a chance
+    hindsight: str = "none"  # Andrychowicz et al. 2017, goal-conditioned tasks: none | future | final | episode
+    hindsight_k: int = 4  # relabelled goals per real goal (a sampled goal is relabelled with p = k / (k + 1))
     batch_size: int = 32  # transitions per update
     update_period_steps: int = 4  # agent steps per gradient update
     learning_starts_steps: int = 50_000  # agent steps of experience before the first update
@@ -63,7 +66,8 @@ class AgentConfig:
     max_grad_norm: float = 0.0  # clip the global gradient norm to this; 0: off
     target_update: str = "hard"  # hard: copy every target_period_steps; soft: Polyak with target_tau
     target_period_steps: int = 10_000  # agent steps between hard copies
-    target_tau: float = 0.005  # soft: target <- tau * online + (1 - tau) * target, every update
+    target_tau: float = 0.005  # soft: target <- tau * online + (1 - tau) * target ...
+    soft_update_period: int = 1  # ... every this many updates (HER: once per cycle of 40 updates)
     # Exploration (epsilon-greedy; must be 0 with noisy nets)
     epsilon_start: float = 1.0  # held until learning starts
     epsilon_end: float = 0.1
@@ -84,13 +88,14 @@ class AgentConfig:
         one_of("loss", LOSSES)
         one_of("optimizer", OPTIMIZERS)
         one_of("target_update", TARGET_UPDATES)
+        one_of("hindsight", HINDSIGHT)
         need(0.0 <= self.gamma <= 1.0, f"agent.gamma = {self.gamma}; must be in [0, 1]")
         need(self.n_step >= 1, f"agent.n_step = {self.n_step}; must be >= 1")
         need(self.num_atoms >= 2, f"agent.num_atoms = {self.num_atoms}; must be >= 2")
         need(self.v_min < self.v_max, f"agent.v_min = {self.v_min} must be < agent.v_max = {self.v_max}")
         need(self.num_quantiles >= 1, f"agent.num_quantiles = {self.num_quantiles}; must be >= 1")
         for key in ("iqn_n", "iqn_n_prime", "iqn_k", "iqn_embedding", "batch_size", "update_period_steps",
-                    "target_period_steps", "hidden"):
+                    "target_period_steps", "hidden", "soft_update_period"):
             need(getattr(self, key) >= 1, f"agent.{key} = {getattr(self, key)}; must be >= 1")
         need(self.learning_starts_steps >= 0, f"agent.learning_starts_steps = {self.learning_starts_steps}; must be >= 0")
         need(self.kappa >= 0, f"agent.kappa = {self.kappa}; must be >= 0")
@@ -111,6 +116,7 @@ class AgentConfig:
         need(all(h >= 1 for h in self.mlp_hidden), f"agent.mlp_hidden = {self.mlp_hidden}; widths must be >= 1")
         for key in ("epsilon_start", "epsilon_end"):
             need(0.0 <= getattr(self, key) <= 1.0, f"agent.{key} = {getattr(self, key)}; must be in [0, 1]")
+        need(self.hindsight_k >= 0, f"agent.hindsight_k = {self.hindsight_k}; must be >= 0")
         need(self.epsilon_decay_steps >= 0, f"agent.epsilon_decay_steps = {self.epsilon_decay_steps}; must be >= 0")
         # Switches that do not compose.
         if self.noisy:
@@ -122,6 +128,10 @@ class AgentConfig:
                  f"agent.loss = {self.loss!r} with agent.distributional = {self.distributional!r}: distributional heads "
                  "use their own loss (c51: cross-entropy to the projected target; qr, iqn: quantile Huber with "
                  "agent.kappa); set agent.loss = 'auto'")
+        if self.hindsight != "none":
+            need(self.n_step == 1 and not self.prioritized,
+                 f"agent.hindsight = {self.hindsight!r} with agent.n_step = {self.n_step}, agent.prioritized = "
+                 f"{str(self.prioritized).lower()}: hindsight relabelling is implemented for uniform 1-step replay only")
         if self.munchausen:
             need(self.distributional == "none",
                  f"agent.munchausen = true with agent.distributional = {self.distributional!r}: only the scalar "

@@ -16,7 +16,7 @@ from pathlib import Path
 import tomli_w
 
 from agents.config import AgentConfig
-from wrappers.games import UnknownGameError, canonical_game, is_atari
+from wrappers.games import UnknownGameError, bitflip_bits, canonical_game, is_atari
 from wrappers.protocols import PROTOCOLS, Protocol, get_protocol
 from wrappers.vector import BACKENDS
 
@@ -283,7 +283,10 @@ def validate(config: Config) -> list[str]:
         if config.env.protocol in PROTOCOLS:
             classic = config.env.protocol == "classic"
             need(atari != classic, f"env.game = {config.env.game!r} cannot run under env.protocol = "
-                 f"{config.env.protocol!r} (Atari games: nature or machado; classic control: classic)")
+                 f"{config.env.protocol!r} (Atari games: nature or machado; classic control and bitflip<n>: classic)")
+        need(config.agent.hindsight == "none" or bitflip_bits(config.env.game) is not None,
+             f"agent.hindsight = {config.agent.hindsight!r} needs a goal-conditioned task (bitflip<n>), "
+             f"not env.game = {config.env.game!r}")
     except UnknownGameError as e:
         errors.append(f"env.game: {e}")
     need(config.env.num_envs >= 1, f"env.num_envs = {config.env.num_envs}; must be >= 1")

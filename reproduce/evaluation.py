@@ -11,7 +11,7 @@ import numpy as np
 
 from agents import DQNAgent
 from wrappers.protocols import Protocol
-from wrappers.vector import finished_episodes, make_vector_env
+from wrappers.vector import agent_observation, finished_episodes, make_vector_env
 
 
 def evaluate(agent: DQNAgent, game: str, protocol: Protocol, episodes: int, epsilon: float,
@@ -32,7 +32,7 @@ def evaluate(agent: DQNAgent, game: str, protocol: Protocol, episodes: int, epsi
         obs, _ = envs.reset(seed=seed)
         with agent.evaluating():
             while any(len(r) < q for r, q in zip(results, quota)):
-                obs, _, _, _, info = envs.step(agent.act(obs, epsilon))
+                obs, _, _, _, info = envs.step(agent.act(agent_observation(obs), epsilon))
                 for ep in finished_episodes(info):
                     if len(results[ep.env]) < quota[ep.env]:
                         results[ep.env].append((ep.score, ep.length))

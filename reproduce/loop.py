@@ -30,8 +30,10 @@ from reproduce.evaluation import evaluate, summarize
 from reproduce.rundir import RunDir, resolve_device
 from reproduce.sinks import WandbSink
 from wrappers.vector import (
+    agent_observation,
     finished_episodes,
     get_states,
+    goal_task,
     make_vector_env,
     next_observations,
     observation_spec,
@@ -143,8 +145,12 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
     obs_shape, stack = observation_spec(obs, protocol)
     agent = DQNAgent(c, obs_shape, stack, int(envs.single_action_space.n), device, seed,
                      compile=config.train.compile == "true", bf16=config.train.bf16)
+    task = goal_task(config.env.game)
     replay = build_replay(c, config.replay.capacity, num_envs, obs_shape, stack,
-                          torch.as_tensor(obs).dtype, replay_device, seed, total)
+                          torch.as_tensor(agent_observation(obs)).dtype, replay_device, seed, total, task)
+    # A hindsight replay keeps the goals apart (to relabel them); every other replay stores what the
+    # network sees.
+    stored = (lambda o: o) if c.hindsight != "none" else agent_observation
     checkpointer = Checkpointer(run_dir / "checkpoints", config.log.keep_checkpoints)
     wandb_id = None
     if resume:
@@ -188,7 +194,7 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
             while loop.step < total:
                 step = loop.step
                 epsilon = agent.epsilon(step)
-                action = agent.act(obs, epsilon)
+                action = agent.act(agent_observation(obs), epsilon)
                 # The environments step while the learner updates on the transitions before this step
                 # (in a thread with train.overlap; the order, and so the result, is the same without).
                 stepping = pool.submit(envs.step, action) if pool else None
@@ -204,7 +210,7 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
                         loop.qs.append(out["q"])
                         loop.owed -= 1
                 next_obs, reward, terminated, truncated, info = stepping.result() if pool else envs.step(action)
-                replay.add(obs, action, reward, terminated, truncated, next_observations(next_obs, info))
+                replay.add(stored(obs), action, reward, terminated, truncated, stored(next_observations(next_obs, info)))
                 obs = next_obs
                 loop.step = step
                 bar.update(num_envs)

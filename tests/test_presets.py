@@ -7,7 +7,7 @@ import pytest
 from reproduce import config as cfg
 from reproduce.loop import train
 
-ATARI_PRESETS = [name for name in cfg.preset_names() if not name.startswith("cartpole")]
+ATARI_PRESETS = [name for name in cfg.preset_names() if cfg.resolve(name).env.protocol != "classic"]
 
 
 def test_every_preset_has_its_citation_and_table():

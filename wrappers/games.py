@@ -8,6 +8,8 @@ import re
 
 # Non-Atari environments used as check tiers, by the name users type.
 CLASSIC_GAMES = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "mountaincar": "MountainCar-v0"}
+# Goal-conditioned tasks: `bitflip<n>`, the n-bit task of the HER paper (wrappers/bitflip.py).
+BITFLIP = re.compile(r"^bitflip(\d+)$")
 
 
 class UnknownGameError(ValueError):
@@ -40,15 +42,24 @@ def canonical_game(name: str) -> str:
             return rom
     if key in CLASSIC_GAMES or key in {_key(v) for v in CLASSIC_GAMES.values()}:
         return next(k for k, v in CLASSIC_GAMES.items() if key in (k, _key(v)))
+    bits = BITFLIP.match(key)
+    if bits and int(bits.group(1)) >= 1:
+        return f"bitflip{int(bits.group(1))}"
     known = list(atari_games()) + list(CLASSIC_GAMES)
     close = difflib.get_close_matches(key, [_key(g) for g in known], n=3, cutoff=0.5)
     names = [g for c in close for g in known if _key(g) == c]
     hint = f" Did you mean: {', '.join(names)}?" if names else ""
     raise UnknownGameError(
         f"unknown game {name!r}.{hint} Known games are the {len(atari_games())} ROMs of ale-py "
-        f"(`python -c 'import ale_py.roms as r; print(r.get_all_rom_ids())'`) and {', '.join(CLASSIC_GAMES)}."
+        f"(`python -c 'import ale_py.roms as r; print(r.get_all_rom_ids())'`), {', '.join(CLASSIC_GAMES)} and bitflip<n> (n >= 1 bits)."
     )
 
 
 def is_atari(game: str) -> bool:
     return canonical_game(game) in atari_games()
+
+
+def bitflip_bits(game: str) -> int | None:
+    """n for the n-bit flipping task `bitflip<n>`; None for other games."""
+    bits = BITFLIP.match(canonical_game(game))
+    return int(bits.group(1)) if bits else None

@@ -12,7 +12,8 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 
 from wrappers.ale_vector import ALEVectorProtocol
 from wrappers.atari import make_atari_env
-from wrappers.games import CLASSIC_GAMES, canonical_game, is_atari
+from wrappers.bitflip import make_bitflip
+from wrappers.games import CLASSIC_GAMES, bitflip_bits, canonical_game, is_atari
 from wrappers.protocols import CLASSIC, Protocol, get_protocol
 from wrappers.state import Snapshot
 
@@ -29,7 +30,9 @@ def make_env(game: str, protocol: Protocol | str, evaluation: bool = False, rend
             raise ValueError(f"game {game!r} is an Atari game; use protocol 'nature' or 'machado', not 'classic'")
         env = make_atari_env(game, protocol, evaluation=evaluation, render_mode=render_mode)
     elif protocol.name != CLASSIC.name:
-        raise ValueError(f"game {game!r} is a classic-control task; it runs under protocol 'classic' only")
+        raise ValueError(f"game {game!r} is not an Atari game; it runs under protocol 'classic' only")
+    elif bitflip_bits(game):
+        env = RecordEpisodeStatistics(make_bitflip(bitflip_bits(game), render_mode=render_mode))
     else:
         env = RecordEpisodeStatistics(gym.make(CLASSIC_GAMES[game], render_mode=render_mode))
     return Snapshot(env, index)
@@ -72,10 +75,31 @@ def next_observations(obs: np.ndarray, info: dict) -> np.ndarray:
     that ended in this step in place of the first observation of the next one."""
     if "_final_obs" not in info or not info["_final_obs"].any():
         return obs
+    if isinstance(obs, dict):  # goal-conditioned: a dict of arrays, final_obs a dict per environment
+        nxt = {k: v.copy() for k, v in obs.items()}
+        for i in np.flatnonzero(info["_final_obs"]):
+            for k in nxt:
+                nxt[k][i] = info["final_obs"][i][k]
+        return nxt
     nxt = obs.copy()
     for i in np.flatnonzero(info["_final_obs"]):
         nxt[i] = info["final_obs"][i]
     return nxt
+
+
+def goal_task(game: str) -> gym.Env | None:
+    """An unwrapped instance of a goal-conditioned game (its spaces, compute_reward, time limit), else None."""
+    if not bitflip_bits(game):
+        return None
+    return make_env(game, CLASSIC).unwrapped
+
+
+def agent_observation(obs):
+    """What the Q-network sees: the observation itself, or for a goal-conditioned task the state and the
+    desired goal side by side (the HER paper's input)."""
+    if isinstance(obs, dict):
+        return np.concatenate([obs["observation"], obs["desired_goal"]], axis=-1)
+    return obs
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,7 @@ def observation_spec(obs: np.ndarray, protocol: Protocol) -> tuple[tuple[int, ..
     """(shape of one frame, frames per stack) of a batch of observations [N, stack, *frame] (or
     [N, *frame] when the protocol stacks nothing)."""
     stack = protocol.frame_stack
+    obs = agent_observation(obs)
     return (tuple(obs.shape[2:]) if stack > 1 else tuple(obs.shape[1:])), stack
 
 
