@@ -16,6 +16,7 @@ from pathlib import Path
 import tomli_w
 
 from agents.config import AgentConfig
+from agents.replay.storage import CODECS
 from wrappers.games import UnknownGameError, bitflip_bits, canonical_game, is_atari
 from wrappers.protocols import PROTOCOLS, Protocol, get_protocol
 from wrappers.vector import BACKENDS
@@ -51,6 +52,7 @@ class EnvConfig:
 class ReplayConfig:
     capacity: int = 1_000_000  # transitions, all environments together
     device: str = "auto"  # where frames live: auto (the run's device) | cpu | cuda
+    compress: str = "none"  # frames compressed one by one on the host: none | lz4 | zstd (replay.device cpu)
 
 
 @dataclass
@@ -294,6 +296,12 @@ def validate(config: Config) -> list[str]:
     errors += config.agent.validate()
     need(config.replay.capacity >= 1, f"replay.capacity = {config.replay.capacity}; must be >= 1")
     need(config.replay.device in ("auto", "cpu", "cuda"), f"replay.device = {config.replay.device!r}; allowed: auto, cpu, cuda")
+    need(config.replay.compress in CODECS, f"replay.compress = {config.replay.compress!r}; allowed: {', '.join(CODECS)}")
+    need(config.replay.compress == "none" or config.replay.device == "cpu",
+         f"replay.compress = {config.replay.compress!r} keeps frames on the host: set replay.device = 'cpu' "
+         f"(got {config.replay.device!r})")
+    need(config.replay.compress == "none" or config.agent.hindsight == "none",
+         "replay.compress applies to frame replays, not to agent.hindsight's goal vectors")
     need(config.train.steps >= 1, f"train.steps = {config.train.steps}; must be >= 1 (agent steps)")
     need(config.train.seed >= 0, f"train.seed = {config.train.seed}; must be >= 0")
     need(config.train.device in ("auto", "cpu", "cuda"), f"train.device = {config.train.device!r}; allowed: auto, cpu, cuda")

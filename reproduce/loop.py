@@ -147,7 +147,8 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
                      compile=config.train.compile == "true", bf16=config.train.bf16)
     task = goal_task(config.env.game)
     replay = build_replay(c, config.replay.capacity, num_envs, obs_shape, stack,
-                          torch.as_tensor(agent_observation(obs)).dtype, replay_device, seed, total, task)
+                          torch.as_tensor(agent_observation(obs)).dtype, replay_device, seed, total, task,
+                          config.replay.compress)
     # A hindsight replay keeps the goals apart (to relabel them); every other replay stores what the
     # network sees.
     stored = (lambda o: o) if c.hindsight != "none" else agent_observation

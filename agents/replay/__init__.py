@@ -16,7 +16,7 @@ __all__ = ["Batch", "FrameReplay", "HindsightReplay", "PrioritizedReplay", "Repl
 
 def build_replay(agent: AgentConfig, capacity: int, num_envs: int, obs_shape: tuple[int, ...], stack: int,
                  obs_dtype: torch.dtype, device: str | torch.device, seed: int, total_steps: int,
-                 goal_task=None) -> FrameReplay | HindsightReplay:
+                 goal_task=None, compress: str = "none") -> FrameReplay | HindsightReplay:
     """The replay an agent configuration asks for: uniform or prioritized, with its n-step returns, or
     with hindsight goals for `goal_task` (an unwrapped goal-conditioned environment)."""
     if agent.hindsight != "none":
@@ -28,7 +28,8 @@ def build_replay(agent: AgentConfig, capacity: int, num_envs: int, obs_shape: tu
                                getattr(goal_task, "compute_terminated", None), goal_task.spec.max_episode_steps or 0,
                                seed)
     common = dict(capacity=capacity, num_envs=num_envs, obs_shape=obs_shape, stack=stack, n_step=agent.n_step,
-                  gamma=agent.gamma, device=device, obs_dtype=obs_dtype, seed=seed)
+                  gamma=agent.gamma, device=device, obs_dtype=obs_dtype, seed=seed,
+                  compress=compress)
     if not agent.prioritized:
         return FrameReplay(**common)
     return PrioritizedReplay(**common, alpha=agent.priority_alpha, beta=agent.priority_beta, beta_end=agent.priority_beta_end,

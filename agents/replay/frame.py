@@ -26,6 +26,7 @@ import os
 import numpy as np
 import torch
 
+from agents.replay.storage import CODECS, frame_store
 from agents.replay.sumtree import SumTree
 
 TERMINATED, TRUNCATED, FIRST, FINAL = 1, 2, 4, 8
@@ -72,6 +73,7 @@ class FrameReplay:
         device: str | torch.device = "cpu",
         obs_dtype: torch.dtype = torch.uint8,
         seed: int | None = None,
+        compress: str = "none",
     ):
         _check(num_envs >= 1, f"num_envs must be >= 1, got {num_envs}")
         _check(stack >= 1, f"stack must be >= 1, got {stack}")
@@ -86,15 +88,14 @@ class FrameReplay:
         )
         self.capacity, self.num_envs, self.slots = slots * num_envs, num_envs, slots
         self.obs_shape, self.stack, self.n_step, self.gamma = tuple(obs_shape), stack, n_step, gamma
-        self.device, self.obs_dtype = torch.device(device), obs_dtype
+        self.device, self.obs_dtype, self.compress = torch.device(device), obs_dtype, compress
+        _check(compress in CODECS, f"replay compression {compress!r}; allowed: {', '.join(CODECS)}")
         check_fits(self.bytes_needed(), self.device, what=f"replay of capacity {self.capacity:,}")
 
         shape = (slots, num_envs)
-        # Frames are only read where written, so they need no zeroing (no page is touched); one extra
-        # all-zero frame at the end stands in for the frames before an episode's start.
-        self._flat_frames = torch.empty((self.capacity + 1, math.prod(self.obs_shape)), dtype=obs_dtype, device=self.device)
-        self._flat_frames[-1] = 0
-        self.frames = self._flat_frames[:-1].view(shape + self.obs_shape)
+        # One row per slot (row = slot * num_envs + env), and row `capacity`, all zeros, for the frames
+        # before an episode's start.
+        self.store = frame_store(self.capacity, math.prod(self.obs_shape), obs_dtype, self.device, compress)
         self.action = torch.zeros(shape, dtype=torch.int32, device=self.device)
         self.reward = torch.zeros(shape, dtype=torch.float32, device=self.device)
         self.flags = torch.zeros(shape, dtype=torch.uint8, device=self.device)
@@ -115,13 +116,14 @@ class FrameReplay:
 
     # ---------------------------------------------------------------- sizes
     def bytes_needed(self) -> int:
-        per_slot = math.prod(self.obs_shape) * _itemsize(self.obs_dtype) + 4 + 4 + 1 + 1 + 4
+        frame = math.prod(self.obs_shape) * _itemsize(self.obs_dtype) if self.compress == "none" else 0  # grows
+        per_slot = frame + 4 + 4 + 1 + 1 + 4
         return self.capacity * per_slot + (self.capacity // 8) * 8  # tree's upper levels, generously
 
     def nbytes(self) -> int:
-        """Bytes of the allocated tensors."""
-        tensors = [self._flat_frames, self.action, self.reward, self.flags, *self.tree.levels]
-        return sum(t.numel() * t.element_size() for t in tensors) + self.host_flags.nbytes
+        """Bytes held: frames, the allocated tensors and the host flags."""
+        tensors = [self.action, self.reward, self.flags, *self.tree.levels]
+        return self.store.nbytes() + sum(t.numel() * t.element_size() for t in tensors) + self.host_flags.nbytes
 
     def __len__(self) -> int:
         """Number of transitions that can be sampled now."""
@@ -144,7 +146,6 @@ class FrameReplay:
         done = terminated | truncated
         start = self.episode_start
         c, N = self.count, self.num_envs
-        flat_frames = self._flat_frames
         if start.any():
             first = np.flatnonzero(start)
             obs = self._frames_of(obs, "obs")[torch.as_tensor(first, device=self.device)]
@@ -155,14 +156,14 @@ class FrameReplay:
                     "way (gymnasium FrameStackObservation(padding_type='zero'))"
                 )
             rows = torch.as_tensor((c[first] % self.slots) * N + first, device=self.device)
-            flat_frames.index_copy_(0, rows, obs[:, -1].reshape(len(first), -1))
+            self.store.write(rows, obs[:, -1].reshape(len(first), -1))
         rows = torch.as_tensor((c % self.slots) * N + np.arange(N), device=self.device)
         self.action.view(-1)[rows] = torch.as_tensor(np.asarray(action), device=self.device).reshape(-1).to(torch.int32)
         self.reward.view(-1)[rows] = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=self.device).reshape(-1)
         self._set_flags(c, (terminated * TERMINATED | truncated * TRUNCATED | start * FIRST).astype(np.uint8))
         # The next frame: an episode's final frame (a slot of its own), or the next step's observation.
         rows = torch.as_tensor(((c + 1) % self.slots) * N + np.arange(N), device=self.device)
-        flat_frames.index_copy_(0, rows, self._frames_of(next_obs, "next_obs")[:, -1].reshape(N, -1))
+        self.store.write(rows, self._frames_of(next_obs, "next_obs")[:, -1].reshape(N, -1))
         self._set_flags(c + 1, (done * FINAL).astype(np.uint8))
         self.count = c + 1 + done
         self.episode_start = done
@@ -295,9 +296,7 @@ class FrameReplay:
             # Frame q steps back is cut when one of the q newer frames starts the episode: it reads
             # the zero frame instead.
             rows = torch.where(first.cumsum(1) - first == 0, rows, self.capacity)
-        # index_select of whole frames: ~10x faster on a CPU than advanced indexing of the 4-d tensor,
-        # which computes an offset per pixel.
-        frames = self._flat_frames.index_select(0, rows.flip(1).reshape(-1))
+        frames = self.store.read(rows.flip(1).reshape(-1)).to(self.device)
         return frames.view(*rows.shape, *self.obs_shape)
 
     # ---------------------------------------------------------------- state
@@ -318,10 +317,10 @@ class FrameReplay:
         inclusive logical ranges per env and their frames (on the CPU): what a checkpoint must add."""
         lo = np.maximum(np.asarray(heads) + 1, np.maximum(self.oldest_logical(), 0))
         ranges = [(int(a), int(b)) for a, b in zip(lo, self._head())]
-        return ranges, self._flat_frames.index_select(0, self._rows(ranges)).cpu()
+        return ranges, self.store.read(self._rows(ranges)).cpu()
 
     def write_frames(self, ranges: list[tuple[int, int]], frames: torch.Tensor) -> None:
-        self._flat_frames.index_copy_(0, self._rows(ranges), frames.to(self.device, self.obs_dtype))
+        self.store.write(self._rows(ranges), frames)
 
     def state_dict(self) -> dict:
         """Everything but the frames (see frames_since / write_frames, which checkpoints use)."""

@@ -126,14 +126,15 @@ class HindsightReplay:
         pass
 
     def state_dict(self) -> dict:
-        arrays = {name: getattr(self, name).copy() for name in
+        # Slots fill from 0, so the first len(self) slots are all that is written.
+        arrays = {name: getattr(self, name)[:len(self)].copy() for name in
                   ("obs", "next_obs", "next_achieved", "desired", "action", "first", "last")}
         return arrays | {"stored": self.stored, "staging": [list(s) for s in self.staging],
                          "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("obs", "next_obs", "next_achieved", "desired", "action", "first", "last"):
-            getattr(self, name)[...] = state[name]
         self.stored = int(state["stored"])
+        for name in ("obs", "next_obs", "next_achieved", "desired", "action", "first", "last"):
+            getattr(self, name)[:len(self)] = state[name]
         self.staging = [list(s) for s in state["staging"]]
         self.rng.bit_generator.state = state["rng"]
