@@ -74,7 +74,9 @@ class MinAtarCNN(nn.Module):
         self.out_features = 16 * (size - 2) ** 2
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        # MinAtar observations [B, stack, 10, 10, C] of booleans -> channels first.
+        # MinAtar observations [B, stack, 10, 10, C] (or [B, 10, 10, C] unstacked) of booleans -> channels first.
+        if obs.dim() == 4:
+            obs = obs.unsqueeze(1)
         b, s, h, w, c = obs.shape
         x = obs.float().permute(0, 1, 4, 2, 3).reshape(b, s * c, h, w)
         return F.relu(self.conv(x)).flatten(1)

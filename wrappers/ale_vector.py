@@ -2,7 +2,7 @@
 
 It steps all environments in C++ threads, preprocessing included, several times faster than Python
 wrappers. Where it can follow the card exactly it does; the rest, measured against the gymnasium path
-(tests/test_vector_backends.py), is this exact account:
+(tests/test_fast_paths.py), is this exact account:
 
 - Same frames, rewards, terminations and scores as the gymnasium path, step for step, for the same
   emulator and actions: grayscale, resize, max over the last two frames, frame skip, frame cap,

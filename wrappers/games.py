@@ -8,6 +8,10 @@ import re
 
 # Non-Atari environments used as check tiers, by the name users type.
 CLASSIC_GAMES = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "mountaincar": "MountainCar-v0"}
+# MinAtar (Young & Tian 2019; the optional extra `pip install -e ".[minatar]"`), full action sets as the
+# paper's DQN uses them.
+MINATAR_GAMES = {f"minatar_{g}": f"MinAtar/{g.title().replace('_', '')}-v0"
+                 for g in ("asterix", "breakout", "freeway", "seaquest", "space_invaders")}
 # Goal-conditioned tasks: `bitflip<n>`, the n-bit task of the HER paper (wrappers/bitflip.py).
 BITFLIP = re.compile(r"^bitflip(\d+)$")
 
@@ -42,16 +46,19 @@ def canonical_game(name: str) -> str:
             return rom
     if key in CLASSIC_GAMES or key in {_key(v) for v in CLASSIC_GAMES.values()}:
         return next(k for k, v in CLASSIC_GAMES.items() if key in (k, _key(v)))
+    for name in MINATAR_GAMES:
+        if key == _key(name):
+            return name
     bits = BITFLIP.match(key)
     if bits and int(bits.group(1)) >= 1:
         return f"bitflip{int(bits.group(1))}"
-    known = list(atari_games()) + list(CLASSIC_GAMES)
+    known = list(atari_games()) + list(CLASSIC_GAMES) + list(MINATAR_GAMES)
     close = difflib.get_close_matches(key, [_key(g) for g in known], n=3, cutoff=0.5)
     names = [g for c in close for g in known if _key(g) == c]
     hint = f" Did you mean: {', '.join(names)}?" if names else ""
     raise UnknownGameError(
         f"unknown game {name!r}.{hint} Known games are the {len(atari_games())} ROMs of ale-py "
-        f"(`python -c 'import ale_py.roms as r; print(r.get_all_rom_ids())'`), {', '.join(CLASSIC_GAMES)} and bitflip<n> (n >= 1 bits)."
+        f"(`python -c 'import ale_py.roms as r; print(r.get_all_rom_ids())'`), {', '.join(CLASSIC_GAMES)}, {', '.join(MINATAR_GAMES)} and bitflip<n> (n >= 1 bits)."
     )
 
 

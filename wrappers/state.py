@@ -21,6 +21,8 @@ import numpy as np
 
 _PLAIN = (int, float, bool, str, bytes, type(None), np.ndarray, np.generic, np.random.Generator, collections.deque,
           list, tuple, dict)
+# Game objects of pure-Python environments, kept whole (MinAtar's game state and its RandomState).
+_WHOLE_MODULES = ("minatar",)
 _SKIP = {"env", "ale", "spec", "_action_space", "_observation_space", "_metadata", "_cached_spec"}
 
 
@@ -93,5 +95,6 @@ def _fields(layer) -> dict:
     return {
         k: copy.deepcopy(v)
         for k, v in vars(layer).items()
-        if k not in _SKIP and isinstance(v, _PLAIN + (array,)) and not callable(v)
+        if k not in _SKIP and (isinstance(v, _PLAIN + (array,)) or type(v).__module__.startswith(_WHOLE_MODULES))
+        and not callable(v)
     }

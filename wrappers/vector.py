@@ -13,7 +13,7 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 from wrappers.ale_vector import ALEVectorProtocol
 from wrappers.atari import make_atari_env
 from wrappers.bitflip import make_bitflip
-from wrappers.games import CLASSIC_GAMES, bitflip_bits, canonical_game, is_atari
+from wrappers.games import CLASSIC_GAMES, MINATAR_GAMES, bitflip_bits, canonical_game, is_atari
 from wrappers.protocols import CLASSIC, Protocol, get_protocol
 from wrappers.state import Snapshot
 
@@ -33,9 +33,23 @@ def make_env(game: str, protocol: Protocol | str, evaluation: bool = False, rend
         raise ValueError(f"game {game!r} is not an Atari game; it runs under protocol 'classic' only")
     elif bitflip_bits(game):
         env = RecordEpisodeStatistics(make_bitflip(bitflip_bits(game), render_mode=render_mode))
+    elif game in MINATAR_GAMES:
+        env = RecordEpisodeStatistics(make_minatar(game, render_mode))
     else:
         env = RecordEpisodeStatistics(gym.make(CLASSIC_GAMES[game], render_mode=render_mode))
     return Snapshot(env, index)
+
+
+def make_minatar(game: str, render_mode=None) -> gym.Env:
+    """A MinAtar game as its package gives it: [10, 10, C] boolean observations, sticky actions (0.1)
+    and difficulty ramping inside the environment."""
+    try:
+        import minatar.gym
+    except ImportError:
+        raise ImportError(f"game {game!r} needs MinAtar: pip install -e \".[minatar]\"") from None
+    if MINATAR_GAMES[game] not in gym.registry:
+        minatar.gym.register_envs()
+    return gym.make(MINATAR_GAMES[game], render_mode=render_mode)
 
 
 def make_vector_env(

@@ -58,7 +58,7 @@ class SumTree:
         for child, parent in zip(self.levels[:-1], self.levels[1:]):
             # A parent listed twice is written twice with the same sum: no need to deduplicate.
             nodes = nodes // self.fanout
-            parent[nodes] = child.view(-1, self.fanout)[nodes].sum(1, dtype=torch.float64)
+            parent.index_copy_(0, nodes, child.view(-1, self.fanout).index_select(0, nodes).sum(1, dtype=torch.float64))
 
     def find(self, prefix_sums: torch.Tensor) -> torch.Tensor:
         """For each prefix sum u in [0, total), the leaf i with cumsum[i-1] <= u < cumsum[i].
@@ -72,7 +72,8 @@ class SumTree:
         block = top.to(torch.float64).expand(u.numel(), -1)
         node, u = _descend(block, u, node, top.numel())
         for level in reversed(self.levels[:-1]):
-            block = level.view(-1, self.fanout)[node].to(torch.float64)
+            # index_select of whole rows: several times faster on a CPU than advanced indexing.
+            block = level.view(-1, self.fanout).index_select(0, node).to(torch.float64)
             node, u = _descend(block, u, node, self.fanout)
         return node
 

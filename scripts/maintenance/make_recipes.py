@@ -1,0 +1,54 @@
+"""Writes scripts/reproduce/<preset>.toml, one sweep spec per paper preset (the games of the table the
+preset is compared with, its seeds, the preset's budget), and prints the README's recipe table with
+disk and compute estimates from results/bench/ (replay bytes per transition, end-to-end steps/s).
+
+    python scripts/maintenance/make_recipes.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reproduce import config as cfg
+from reproduce import published
+from wrappers.games import atari_games
+
+ROOT = Path(__file__).resolve().parents[2]
+# Seeds as the papers ran them, where they say; 3 elsewhere (the usual minimum for CIs).
+SEEDS = {"dqn_dopamine": 5, "c51_dopamine": 5, "rainbow_dopamine": 5, "iqn_dopamine": 5, "der": 10}
+
+
+def main() -> None:
+    bench = ROOT / "results" / "bench"
+    replay_bytes = json.loads((bench / "replay_memory.json").read_text())["bytes_per_transition"]
+    e2e = json.loads((bench / "end_to_end.json").read_text())
+    cpu_rate = e2e["steps_per_second"][e2e["best_ours"]]
+    out = ROOT / "scripts" / "reproduce"
+    out.mkdir(exist_ok=True)
+    rows = []
+    for name in cfg.preset_names():
+        config = cfg.resolve(name)
+        table = config.paper.compare_with
+        if not table:
+            continue
+        games = [g for g in published.load(table).scores if g in atari_games()]
+        seeds = SEEDS.get(name, 3)
+        spec = out / f"{name}.toml"
+        spec.write_text(
+            f"# {config.paper.title} ({config.paper.year}): the games of `{table}`, {seeds} seeds, the preset's budget.\n"
+            f"# reproduce sweep {spec.relative_to(ROOT)} --launcher slurm --partition PART --gpus 1 --time 2880\n"
+            f'preset = "{name}"\ngames = {json.dumps(games)}\nseeds = {list(range(seeds))}\n')
+        steps = config.train.steps
+        runs = len(games) * seeds
+        disk_gb = (min(config.replay.capacity, steps) * replay_bytes + 200e6) / 1e9  # replay + nets, optimizer
+        rows.append(f"| `{name}` | `{table}` | {len(games)} x {seeds} | {steps:,} ({steps * config.protocol.frame_skip / 1e6:g}M frames) "
+                    f"| {disk_gb:.1f} GB | {steps / cpu_rate / 3600:,.0f} |  {runs} |")
+    print("| recipe (`scripts/reproduce/`) | compared with | games x seeds | agent steps per run | checkpoint disk per run "
+          "| CPU-hours per run (measured rate) | runs |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
