@@ -67,10 +67,11 @@ class CompressedFrames:
 
     def read(self, rows: torch.Tensor) -> torch.Tensor:
         unique, inverse = np.unique(rows.cpu().numpy(), return_inverse=True)
-        out = np.empty((len(unique), self.frame_size), dtype=self.np_dtype)
-        for i, row in enumerate(unique.tolist()):
-            out[i] = np.frombuffer(self.decompress(self.blobs[row], self.raw_size), dtype=self.np_dtype)
-        return torch.from_numpy(out)[torch.from_numpy(inverse.reshape(-1))]
+        blobs, decompress, size = self.blobs, self.decompress, self.raw_size
+        # One join into a writable buffer: cheaper than copying each frame into an array.
+        raw = bytearray().join([decompress(blobs[row], size) for row in unique.tolist()])
+        out = np.frombuffer(raw, dtype=self.np_dtype).reshape(len(unique), self.frame_size)
+        return torch.from_numpy(out).index_select(0, torch.from_numpy(inverse.reshape(-1)))
 
     def nbytes(self) -> int:
         """Bytes held: the compressed frames with Python's per-object overhead, and the row table."""

@@ -1,0 +1,280 @@
+"""End-to-end speed of Nature DQN on Pong at the papers' ratio (one update of 32 per 4 agent steps):
+this suite beside Stable-Baselines3's DQN and a CleanRL-style loop (following cleanrl's dqn_atari.py:
+SB3's ReplayBuffer with optimize_memory_usage, one network forward per step, MSE to the max target),
+all on the same environment (the suite's `nature` protocol), the same hyperparameters and one torch
+thread each, timed alternately in one process; plus the learner's own rate (the bound it sets), the
+acting rate of each vector backend, and replay sampling beside SB3's ReplayBuffer.
+
+    pip install stable-baselines3          # for the comparison only
+    python scripts/bench/end_to_end.py     # -> results/bench/end_to_end.json
+    bash scripts/bench/gpu.sh              # on a CUDA machine -> results/bench/end_to_end_gpu.json
+
+Each system warms up (random steps until learning starts, then WARM_LEARN steps of learning, which
+includes torch.compile's compilation), then is timed over MEASURE agent steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, write  # noqa: E402
+
+from agents import DQNAgent  # noqa: E402
+from agents.replay import FrameReplay  # noqa: E402
+from reproduce import config as cfg  # noqa: E402
+from reproduce.loop import train  # noqa: E402
+from wrappers.vector import make_env, make_vector_env, next_observations  # noqa: E402
+
+LEARN_START, WARM_LEARN, MEASURE = 1_000, 200, 800
+DEVICE, CAPACITY, NUM_ENVS = "cpu", 100_000, 1  # set from the command line
+HP = dict(learning_rate=2.5e-4, batch_size=32, train_freq=4, target_period=10_000, gamma=0.99)
+
+
+def ours(variant: dict) -> float:
+    """Agent steps per second of the suite's loop over the measured window (from metrics.jsonl times)."""
+    total = LEARN_START + WARM_LEARN + MEASURE
+    overrides = {"env.game": "pong", "train.steps": total, "agent.learning_starts_steps": LEARN_START,
+                 "replay.capacity": CAPACITY, "train.device": DEVICE, "env.num_envs": NUM_ENVS, "eval.episodes": 0, "eval.period_steps": 0,
+                 "log.period_steps": 200, "log.checkpoint_period_steps": 0, "log.wandb": "disabled", **variant}
+    config = cfg.resolve("nature_dqn", overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        import json
+
+        train(config, Path(tmp) / "run", progress=False)
+        times = {}
+        for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines():
+            d = json.loads(line)
+            times.setdefault(d["step"], d["time"])
+    start = min(step for step in times if step >= LEARN_START + WARM_LEARN)
+    end = max(times)
+    return (end - start) / (times[end] - times[start])
+
+
+class StepTimer:
+    """Wall time at given agent-step counts (for SB3's callback and the CleanRL loop)."""
+
+    def __init__(self):
+        self.marks = {}
+
+    def mark(self, step: int) -> None:
+        if step in (LEARN_START + WARM_LEARN, LEARN_START + WARM_LEARN + MEASURE):
+            self.marks[step] = time.perf_counter()
+
+    def rate(self) -> float:
+        a, b = sorted(self.marks)
+        return MEASURE / (self.marks[b] - self.marks[a])
+
+
+def sb3() -> float | None:
+    try:
+        from stable_baselines3 import DQN
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.vec_env import DummyVecEnv
+    except ImportError:
+        return None
+    timer = StepTimer()
+
+    class Mark(BaseCallback):
+        def _on_step(self) -> bool:
+            timer.mark(self.num_timesteps)
+            return True
+
+    env = DummyVecEnv([lambda: make_env("pong", "nature")])
+    model = DQN("CnnPolicy", env, learning_rate=HP["learning_rate"], buffer_size=CAPACITY,
+                learning_starts=LEARN_START, batch_size=HP["batch_size"], train_freq=HP["train_freq"],
+                gradient_steps=1, target_update_interval=HP["target_period"], gamma=HP["gamma"],
+                optimize_memory_usage=False, device=DEVICE, seed=0, verbose=0)
+    model.learn(LEARN_START + WARM_LEARN + MEASURE, callback=Mark())
+    env.close()
+    return timer.rate()
+
+
+def cleanrl() -> float | None:
+    """A loop in the manner of cleanrl's dqn_atari.py (written here; cleanrl is not a package)."""
+    try:
+        from stable_baselines3.common.buffers import ReplayBuffer
+    except ImportError:
+        return None
+    import torch.nn.functional as F
+    from torch import nn
+
+    env = make_env("pong", "nature")
+    n = env.action_space.n
+
+    def network():
+        return nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+                             nn.Linear(512, n))
+
+    q, target = network().to(DEVICE), network().to(DEVICE)
+    target.load_state_dict(q.state_dict())
+    optimizer = torch.optim.Adam(q.parameters(), lr=HP["learning_rate"])
+    rb = ReplayBuffer(CAPACITY, env.observation_space, env.action_space, DEVICE, optimize_memory_usage=True,
+                      handle_timeout_termination=False)
+    timer, rng = StepTimer(), np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    for step in range(1, LEARN_START + WARM_LEARN + MEASURE + 1):
+        epsilon = max(0.1, 1.0 - step / 1e6)
+        if rng.random() < epsilon:
+            action = int(rng.integers(n))
+        else:
+            with torch.no_grad():
+                action = int(q(torch.as_tensor(obs[None], device=DEVICE).float() / 255.0).argmax(1))
+        nxt, reward, terminated, truncated, info = env.step(action)
+        rb.add(obs, nxt, np.array([action]), np.array([reward]), np.array([terminated]), [info])
+        obs = env.reset()[0] if terminated or truncated else nxt
+        if step > LEARN_START and step % HP["train_freq"] == 0:
+            data = rb.sample(HP["batch_size"])
+            with torch.no_grad():
+                y = data.rewards.flatten() + HP["gamma"] * target(data.next_observations.float() / 255.0).max(1).values \
+                    * (1 - data.dones.flatten())
+            old = q(data.observations.float() / 255.0).gather(1, data.actions).squeeze(1)
+            loss = F.mse_loss(y, old)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if step % HP["target_period"] == 0:
+            target.load_state_dict(q.state_dict())
+        timer.mark(step)
+    env.close()
+    return timer.rate()
+
+
+def learner(compile: bool, seconds: float = 15.0) -> float:
+    """Updates per second of the suite's learner on batches from a filled replay (compiled after warm-up)."""
+    config = cfg.resolve("nature_dqn").agent
+    agent = DQNAgent(config, (84, 84), 4, 6, DEVICE, seed=0, compile=compile)
+    replay = FrameReplay(10_000, 1, obs_shape=(84, 84), stack=4, seed=0, device=DEVICE)
+    rng = np.random.default_rng(0)
+    obs = np.zeros((1, 4, 84, 84), np.uint8)  # an episode's first observation: zeros before its frame
+    obs[:, -1] = rng.integers(0, 255, (84, 84))
+    for _ in range(2_000):
+        nxt = np.concatenate([obs[:, 1:], rng.integers(0, 255, (1, 1, 84, 84), dtype=np.uint8)], 1)
+        replay.add(obs, [0], [0.0], [False], [False], nxt)
+        obs = nxt
+    for _ in range(5):
+        agent.learn(replay.sample(32))
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        agent.learn(replay.sample(32))
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def acting(backend: str, num_envs: int, seconds: float = 10.0) -> float:
+    """Agent steps per second of batched greedy acting (one forward for all envs) on a vector backend."""
+    agent = DQNAgent(cfg.resolve("nature_dqn").agent, (84, 84), 4, 6, DEVICE, seed=0)
+    envs = make_vector_env("pong", "nature", num_envs, seed=0, backend=backend)
+    obs, _ = envs.reset(seed=0)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        obs, _, _, _, info = envs.step(agent.act(obs, 0.05))
+        steps += num_envs
+    rate = steps / (time.perf_counter() - start)
+    envs.close()
+    return rate
+
+
+def sampling(seconds: float = 5.0) -> dict:
+    """sample(32) per second at capacity CAPACITY, ours beside SB3's ReplayBuffer, both filled alike."""
+    out = {}
+    ours_replay = FrameReplay(CAPACITY, 1, obs_shape=(84, 84), stack=4, seed=0)
+    envs = make_vector_env("pong", "nature", 1, seed=0)
+    obs, _ = envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    stream = []
+    for _ in range(5_000):
+        action = rng.integers(6, size=1)
+        nxt, reward, terminated, truncated, info = envs.step(action)
+        final = next_observations(nxt, info)
+        ours_replay.add(obs, action, reward, terminated, truncated, final)
+        stream.append((obs[0], final[0], action, reward, terminated))
+        obs = nxt
+    envs.close()
+
+    def rate(fn):
+        fn()
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn()
+            count += 1
+        return count / (time.perf_counter() - start)
+
+    out["ours_per_second"] = round(rate(lambda: ours_replay.sample(32)), 1)
+    try:
+        from gymnasium import spaces
+        from stable_baselines3.common.buffers import ReplayBuffer
+    except ImportError:
+        return out
+    rb = ReplayBuffer(CAPACITY, spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(6), "cpu",
+                      optimize_memory_usage=True, handle_timeout_termination=False)
+    for o, f, a, r, d in stream:
+        rb.add(o, f, a, r, d, [{}])
+    out["sb3_per_second"] = round(rate(lambda: rb.sample(32)), 1)
+    out["speedup_vs_sb3"] = round(out["ours_per_second"] / out["sb3_per_second"], 2)
+    out["note"] = "both 1-step; ours decides validity from episode flags (no invalid sample) and builds stacks at sample time"
+    return out
+
+
+def main() -> None:
+    global DEVICE, CAPACITY, NUM_ENVS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--capacity", type=int, default=CAPACITY)
+    parser.add_argument("--num-envs", type=int, default=NUM_ENVS, help="ours only: environments stepped together")
+    parser.add_argument("--out", default="end_to_end", help="results/bench/<out>.json")
+    args = parser.parse_args()
+    DEVICE, CAPACITY, NUM_ENVS = args.device, args.capacity, args.num_envs
+    if DEVICE == "cpu":
+        torch.set_num_threads(1)
+    variants = {
+        "ours_eager": {"train.compile": "false"},
+        "ours_compiled": {"train.compile": "true"},
+        "ours_fast": {"train.compile": "true", "env.backend": "ale", "train.overlap": True},
+    }
+    rates = {name: [] for name in [*variants, "sb3", "cleanrl"]}
+    for _ in range(args.repeats):  # alternate, so that machine noise hits every system alike
+        for name, variant in variants.items():
+            rates[name].append(ours(variant))
+        for name, fn in (("sb3", sb3), ("cleanrl", cleanrl)):
+            if (r := fn()) is not None:
+                rates[name].append(r)
+    median = {name: round(statistics.median(r), 1) for name, r in rates.items() if r}
+    bound_eager, bound_compiled = learner(False), learner(True)
+    result = {
+        "what": f"Nature DQN on Pong, 1 update of 32 per 4 agent steps, {NUM_ENVS} env(s) for ours (1 for SB3 and "
+                f"CleanRL), replay {CAPACITY:,}, device {DEVICE} (1 torch thread on a CPU); "
+                f"agent steps per second over {MEASURE:,} steps after {LEARN_START + WARM_LEARN:,} of warm-up; "
+                f"median of {args.repeats} alternated repeats",
+        "steps_per_second": median,
+        "all_repeats": {name: [round(x, 1) for x in r] for name, r in rates.items()},
+        "learner_updates_per_second": {"eager": round(bound_eager, 1), "compiled": round(bound_compiled, 1)},
+        "learner_bound_steps_per_second": {"eager": round(4 * bound_eager, 1), "compiled": round(4 * bound_compiled, 1)},
+        "acting_steps_per_second": {f"{b}_{n}_envs": round(acting(b, n), 1) for b in ("sync", "async", "ale")
+                                    for n in (1, 8)},
+        "replay_sample_32": sampling(),
+        "machine": machine(),
+    }
+    best = max((k for k in variants if k in median), key=median.get)
+    result["best_ours"] = best
+    if "sb3" in median:
+        result["speedup_vs_sb3"] = round(median[best] / median["sb3"], 2)
+    if "cleanrl" in median:
+        result["speedup_vs_cleanrl"] = round(median[best] / median["cleanrl"], 2)
+    result["fraction_of_learner_bound"] = round(median[best] / result["learner_bound_steps_per_second"]["compiled"
+                                                if "compiled" in best or "fast" in best else "eager"], 3)
+    write(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
