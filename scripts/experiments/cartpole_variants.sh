@@ -2,11 +2,14 @@
 # The CartPole check tier over 5 seeds and every variant of the DQN family, on the one training loop,
 # then one report comparing them all (IQM and CIs, curves):
 #   scripts/experiments/cartpole_variants.sh [OUT]     (default results/cartpole)
+# Environment: SEEDS (default 0,1,2,3,4), ONLY (space-separated variant names, default all),
+# PARALLEL (local jobs at once, default the number of cores).
 # Each variant is the cartpole_dqn base (Double DQN, 3-step returns) with one component switched, or
 # plain 1-step DQN; cartpole_rainbow has them all. About 1.5 CPU-hours on a 2-core machine.
 set -euo pipefail
 OUT=${1:-results/cartpole}
-SEEDS=0,1,2,3,4
+SEEDS=${SEEDS:-0,1,2,3,4}
+PARALLEL=${PARALLEL:-$(nproc)}
 SWEEPS=sweeps/cartpole-variants
 declare -A VARIANTS=(
   [dqn]="--set agent.double=false --set agent.n_step=1"
@@ -20,12 +23,16 @@ declare -A VARIANTS=(
   [iqn]="--set agent.distributional=iqn"
   [munchausen]="--set agent.munchausen=true --set agent.double=false --set agent.n_step=1"
 )
-for name in "${!VARIANTS[@]}"; do
+VARIANTS[rainbow]=""
+for name in ${ONLY:-${!VARIANTS[@]}}; do
   [ -f "$SWEEPS/$name/sweep.json" ] && continue
+  if [ "$name" = rainbow ]; then
+    reproduce sweep cartpole_rainbow --games cartpole --seeds "$SEEDS" --launcher local --wait \
+      --parallel "$PARALLEL" --sweep-dir "$SWEEPS/rainbow" --set log.label=rainbow
+    continue
+  fi
   # shellcheck disable=SC2086
-  reproduce sweep cartpole_dqn --games cartpole --seeds $SEEDS --launcher local --wait \
-    --sweep-dir "$SWEEPS/$name" --set log.label="$name" ${VARIANTS[$name]}
+  reproduce sweep cartpole_dqn --games cartpole --seeds "$SEEDS" --launcher local --wait \
+    --parallel "$PARALLEL" --sweep-dir "$SWEEPS/$name" --set log.label="$name" ${VARIANTS[$name]}
 done
-[ -f "$SWEEPS/rainbow/sweep.json" ] || reproduce sweep cartpole_rainbow --games cartpole --seeds $SEEDS \
-  --launcher local --wait --sweep-dir "$SWEEPS/rainbow" --set log.label=rainbow
 reproduce compare "$SWEEPS"/*/ --out "$OUT"
