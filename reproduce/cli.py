@@ -137,7 +137,7 @@ def cmd_run(args) -> int:
     check_new_run_dir(run_dir)
     print(f"{config.preset} on {config.env.game} ({config.env.protocol} protocol), seed {config.train.seed}: "
           f"{config.train.steps:,} agent steps = {config.frames:,} frames -> {run_dir}")
-    return _report(_train(config, run_dir, args.no_progress, resume=False))
+    return _report(_train(config, run_dir, args.no_progress, resume=False), config)
 
 
 def cmd_resume(args) -> int:
@@ -156,7 +156,7 @@ def _continue(run_dir: Path, config: cfg.Config, no_progress: bool) -> int:
     from reproduce.checkpoint import atomic_write
 
     atomic_write(run_dir / "config.toml", lambda f: f.write(config.to_toml().encode()))  # a new budget
-    return _report(_train(config, run_dir, no_progress, resume=True))
+    return _report(_train(config, run_dir, no_progress, resume=True), config)
 
 
 def _train(config, run_dir, no_progress, resume):
@@ -165,9 +165,17 @@ def _train(config, run_dir, no_progress, resume):
     return train(config, run_dir, progress=not no_progress, resume=resume)
 
 
-def _report(summary: dict) -> int:
+def _report(summary: dict, config: cfg.Config) -> int:
+    from reproduce import published
+
     print(json.dumps({k: summary[k] for k in ("game", "steps", "eval_return_mean", "eval_return_std",
                                               "steps_per_second", "params_sha256")}, indent=2))
+    table = config.paper.compare_with
+    if table and summary["steps"] >= config.train.steps:
+        score = published.load(table).scores.get(config.env.game)
+        if score is not None:
+            print(f"your score {summary['eval_return_mean']:.1f} beside the published {score:g} ({table}); "
+                  f"for a comparison over seeds with CIs: reproduce report <run folders> --against {table}")
     return 0
 
 

@@ -46,9 +46,9 @@ def canonical_game(name: str) -> str:
             return rom
     if key in CLASSIC_GAMES or key in {_key(v) for v in CLASSIC_GAMES.values()}:
         return next(k for k, v in CLASSIC_GAMES.items() if key in (k, _key(v)))
-    for name in MINATAR_GAMES:
-        if key == _key(name):
-            return name
+    for minatar in MINATAR_GAMES:
+        if key == _key(minatar):
+            return minatar
     bits = BITFLIP.match(key)
     if bits and int(bits.group(1)) >= 1:
         return f"bitflip{int(bits.group(1))}"
