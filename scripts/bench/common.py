@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -43,3 +44,13 @@ def write(name: str, result: dict) -> Path:
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+def rate(fn, seconds: float) -> float:
+    """Calls of `fn` per second over about `seconds` (after one call of warm-up)."""
+    fn()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        count += 1
+    return count / (time.perf_counter() - start)

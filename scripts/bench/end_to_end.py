@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, write  # noqa: E402
+from common import machine, rate, write  # noqa: E402
 
 from agents import DQNAgent  # noqa: E402
 from agents.replay import FrameReplay  # noqa: E402
@@ -161,27 +161,24 @@ def learner(compile: bool, seconds: float = 15.0) -> float:
         nxt = np.concatenate([obs[:, 1:], rng.integers(0, 255, (1, 1, 84, 84), dtype=np.uint8)], 1)
         replay.add(obs, [0], [0.0], [False], [False], nxt)
         obs = nxt
-    for _ in range(5):
+    for _ in range(5):  # compiles, where compiled
         agent.learn(replay.sample(32))
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        agent.learn(replay.sample(32))
-        count += 1
-    return count / (time.perf_counter() - start)
+    return rate(lambda: agent.learn(replay.sample(32)), seconds)
 
 
 def acting(backend: str, num_envs: int, seconds: float = 10.0) -> float:
     """Agent steps per second of batched greedy acting (one forward for all envs) on a vector backend."""
     agent = DQNAgent(cfg.resolve("nature_dqn").agent, (84, 84), 4, 6, DEVICE, seed=0)
     envs = make_vector_env("pong", "nature", num_envs, seed=0, backend=backend)
-    obs, _ = envs.reset(seed=0)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        obs, _, _, _, info = envs.step(agent.act(obs, 0.05))
-        steps += num_envs
-    rate = steps / (time.perf_counter() - start)
+    obs = envs.reset(seed=0)[0]
+
+    def step():
+        nonlocal obs
+        obs = envs.step(agent.act(obs, 0.05))[0]
+
+    steps_per_second = num_envs * rate(step, seconds)
     envs.close()
-    return rate
+    return steps_per_second
 
 
 def sampling(seconds: float = 5.0) -> dict:
@@ -201,15 +198,7 @@ def sampling(seconds: float = 5.0) -> dict:
         obs = nxt
     envs.close()
 
-    def rate(fn):
-        fn()
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            fn()
-            count += 1
-        return count / (time.perf_counter() - start)
-
-    out["ours_per_second"] = round(rate(lambda: ours_replay.sample(32)), 1)
+    out["ours_per_second"] = round(rate(lambda: ours_replay.sample(32), seconds), 1)
     try:
         from gymnasium import spaces
         from stable_baselines3.common.buffers import ReplayBuffer
@@ -219,7 +208,7 @@ def sampling(seconds: float = 5.0) -> dict:
                       optimize_memory_usage=True, handle_timeout_termination=False)
     for o, f, a, r, d in stream:
         rb.add(o, f, a, r, d, [{}])
-    out["sb3_per_second"] = round(rate(lambda: rb.sample(32)), 1)
+    out["sb3_per_second"] = round(rate(lambda: rb.sample(32), seconds), 1)
     out["speedup_vs_sb3"] = round(out["ours_per_second"] / out["sb3_per_second"], 2)
     out["note"] = "both 1-step; ours decides validity from episode flags (no invalid sample) and builds stacks at sample time"
     return out

@@ -10,14 +10,13 @@ import argparse
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, write  # noqa: E402
+from common import machine, rate, write  # noqa: E402
 
 from agents.replay import PrioritizedReplay  # noqa: E402
 
@@ -60,15 +59,6 @@ def python_round(tree: PythonSumTree, rng: random.Random) -> None:
     del weights
     for i in indices:
         tree.update(i, rng.random() + 1e-6)
-
-
-def rate(fn, seconds: float) -> float:
-    fn()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        count += 1
-    return count / (time.perf_counter() - start)
 
 
 def main() -> None:
