@@ -285,7 +285,7 @@ def validate(config: Config) -> list[str]:
         if config.env.protocol in PROTOCOLS:
             classic = config.env.protocol == "classic"
             need(atari != classic, f"env.game = {config.env.game!r} cannot run under env.protocol = "
-                 f"{config.env.protocol!r} (Atari games: nature or machado; classic control and bitflip<n>: classic)")
+                 f"{config.env.protocol!r} (Atari games: nature or machado; classic control, MinAtar and bitflip<n>: classic)")
         need(config.agent.hindsight == "none" or bitflip_bits(config.env.game) is not None,
              f"agent.hindsight = {config.agent.hindsight!r} needs a goal-conditioned task (bitflip<n>), "
              f"not env.game = {config.env.game!r}")
