@@ -167,14 +167,13 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
             replay.cut_episodes()
             print(f"warning: backend {config.env.backend!r} cannot restore emulators; the {num_envs} episodes in "
                   "progress were restarted (recorded as resume_restarted_episodes in metrics.jsonl)", file=sys.stderr)
+            run.metrics.write(loop.step, loop.step * frame_skip, {"resume_restarted_episodes": num_envs})
         set_rng_state(saved["rng"])
         wandb_id = saved.get("wandb_id")
         print(f"resumed {run_dir} at step {loop.step:,}", file=sys.stderr)
     else:
         run = RunDir.create(run_dir, config)
         loop = LoopState()
-    if resume and saved["envs"] is None:
-        run.metrics.write(loop.step, loop.step * frame_skip, {"resume_restarted_episodes": num_envs})
     wandb = WandbSink(config.log.wandb, config.log.wandb_project, run.path, run.path.name, config.to_dict(), wandb_id)
 
     def checkpoint() -> None:

@@ -23,7 +23,6 @@ class DenseFrames:
         # Rows are only read where written, so they need no zeroing (no page is touched).
         self.data = torch.empty((rows + 1, frame_size), dtype=dtype, device=device)
         self.data[-1] = 0
-        self.zero_row = rows
 
     def write(self, rows: torch.Tensor, frames: torch.Tensor) -> None:
         self.data.index_copy_(0, rows, frames.to(self.data.device, self.data.dtype))
@@ -54,11 +53,10 @@ def _codec(name: str):
 class CompressedFrames:
     def __init__(self, rows: int, frame_size: int, dtype: torch.dtype, codec: str):
         self.compress, self.decompress = _codec(codec)
-        self.dtype, self.frame_size = dtype, frame_size
+        self.frame_size = frame_size
         self.np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
         self.raw_size = frame_size * self.np_dtype.itemsize
         self.blobs: list[bytes | None] = [None] * rows + [self.compress(bytes(self.raw_size))]
-        self.zero_row = rows
 
     def write(self, rows: torch.Tensor, frames: torch.Tensor) -> None:
         frames = np.ascontiguousarray(frames.cpu().numpy())

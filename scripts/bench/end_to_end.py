@@ -16,6 +16,7 @@ includes torch.compile's compilation), then is timed over MEASURE agent steps.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -47,8 +48,6 @@ def ours(variant: dict) -> float:
                  "log.period_steps": 200, "log.checkpoint_period_steps": 0, "log.wandb": "disabled", **variant}
     config = cfg.resolve("nature_dqn", overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        import json
-
         train(config, Path(tmp) / "run", progress=False)
         times = {}
         for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines():
