@@ -35,9 +35,13 @@ def build_network(config: AgentConfig, obs_shape: tuple[int, ...], stack: int, n
 
 class DQNAgent:
     def __init__(self, config: AgentConfig, obs_shape: tuple[int, ...], stack: int, n_actions: int,
-                 device: str | torch.device = "cpu", seed: int = 0, compile: bool = False, bf16: bool = False):
+                 device: str | torch.device = "cpu", seed: int = 0, compile: bool = False, bf16: bool = False,
+                 reduce_overhead: bool = False):
         """compile: run the loss (forward, targets and, through AOTAutograd, backward) through
         torch.compile; if compilation fails, the first update says so and falls back to eager.
+        reduce_overhead: compile with mode="reduce-overhead", which replays the loss's kernels (forward
+        and backward) as CUDA graphs; no effect on a CPU. agents.update.UpdateStep(cuda_graph=True)
+        captures the whole update instead.
         bf16: compute the loss under bfloat16 autocast (weights and optimizer stay float32)."""
         errors = config.validate()
         if errors:
@@ -57,7 +61,9 @@ class DQNAgent:
         self.updates = 0
         self.bf16 = bf16
         self._loss = getattr(self, f"_loss_{config.distributional}")
-        self._compiled = torch.compile(self._loss, dynamic=False) if compile else None
+        self.reduce_overhead = compile and reduce_overhead
+        mode = "reduce-overhead" if self.reduce_overhead else None
+        self._compiled = torch.compile(self._loss, dynamic=False, mode=mode) if compile else None
 
     # ------------------------------------------------------------------ acting
     def q_values(self, obs: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
@@ -106,8 +112,15 @@ class DQNAgent:
 
     # ------------------------------------------------------------------ learning
     def learn(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step. Returns loss, mean Q of the taken actions and per-sample priorities
-        (|TD error|, or the distributional loss), all as tensors on the device."""
+        """One gradient step, counted, and the target network synchronised when due. Returns loss, mean
+        Q of the taken actions and per-sample priorities (|TD error|, or the distributional loss), all
+        as tensors on the device."""
+        out = self.gradient_step(batch)
+        self.step_done()
+        return out
+
+    def gradient_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The device work of `learn` (no host synchronisation: a CUDA graph can capture it)."""
         batch = batch.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             per_sample, priority, q_taken = self._losses(batch)
@@ -118,13 +131,19 @@ class DQNAgent:
         if self.config.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
+        return {"loss": loss.detach(), "q": q_taken.detach().mean(), "priority": priority.detach()}
+
+    def step_done(self) -> None:
+        """The host half of `learn`: counts the update and synchronises the target network when due."""
         self.updates += 1
         self._update_target()
-        return {"loss": loss.detach(), "q": q_taken.detach().mean(), "priority": priority.detach()}
 
     def _losses(self, batch: Batch):
         if self._compiled is not None:
             try:
+                if self.reduce_overhead:
+                    # Each update is a new step: the graphs' outputs of the last one are no longer read.
+                    torch.compiler.cudagraph_mark_step_begin()
                 return self._compiled(batch)
             except Exception as e:  # noqa: BLE001 - no compiler, unsupported op...: eager still works
                 print(f"warning: torch.compile failed ({type(e).__name__}: {e}); continuing eager", file=sys.stderr)

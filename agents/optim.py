@@ -26,17 +26,25 @@ class CenteredRMSprop(torch.optim.Optimizer):
     def step(self, closure=None):
         for group in self.param_groups:
             lr, decay, eps = group["lr"], group["decay"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["grad_avg"] = torch.zeros_like(p)
-                    state["square_avg"] = torch.zeros_like(p)
-                g, g2 = state["grad_avg"], state["square_avg"]
-                g.lerp_(p.grad, 1 - decay)
-                g2.mul_(decay).addcmul_(p.grad, p.grad, value=1 - decay)
-                p.addcdiv_(p.grad, (g2 - g * g).add_(eps).sqrt_(), value=-lr)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["grad_avg"] = torch.zeros_like(p)
+                    self.state[p]["square_avg"] = torch.zeros_like(p)
+            grads = [p.grad for p in params]
+            g = [self.state[p]["grad_avg"] for p in params]
+            g2 = [self.state[p]["square_avg"] for p in params]
+            # Multi-tensor ops (as torch.optim's own optimizers use): a handful of kernel launches for
+            # the whole network instead of five per parameter, which is what an update costs on a GPU.
+            torch._foreach_lerp_(g, grads, 1 - decay)
+            torch._foreach_mul_(g2, decay)
+            torch._foreach_addcmul_(g2, grads, grads, value=1 - decay)
+            denominator = torch._foreach_sub(g2, torch._foreach_mul(g, g))
+            torch._foreach_add_(denominator, eps)
+            torch._foreach_sqrt_(denominator)
+            torch._foreach_addcdiv_(params, grads, denominator, value=-lr)
 
 
 def build_optimizer(params, name: str, lr: float, eps: float, rmsprop_decay: float = 0.95,

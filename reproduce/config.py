@@ -61,7 +61,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     deterministic: bool = False  # torch deterministic algorithms (exact resume and bitwise repeats)
-    compile: str = "auto"  # torch.compile the learner: true | false | auto (true from 100,000 agent steps)
+    # torch.compile the learner: true | false | auto (true from 100,000 agent steps) | reduce-overhead
+    # (compiled, its forward and backward replayed as CUDA graphs on a GPU)
+    compile: str = "auto"
+    cuda_graph: bool = False  # capture the whole update (sampling, loss, backward, optimizer) as one CUDA graph
     bf16: bool = False  # bfloat16 autocast for the learner's forward pass (GPU)
     overlap: bool = False  # step the environments in a thread while the learner updates (same result)
 
@@ -305,7 +308,17 @@ def validate(config: Config) -> list[str]:
     need(config.train.steps >= 1, f"train.steps = {config.train.steps}; must be >= 1 (agent steps)")
     need(config.train.seed >= 0, f"train.seed = {config.train.seed}; must be >= 0")
     need(config.train.device in ("auto", "cpu", "cuda"), f"train.device = {config.train.device!r}; allowed: auto, cpu, cuda")
-    need(config.train.compile in ("auto", "true", "false"), f"train.compile = {config.train.compile!r}; allowed: auto, true, false")
+    need(config.train.compile in ("auto", "true", "false", "reduce-overhead"),
+         f"train.compile = {config.train.compile!r}; allowed: auto, true, false, reduce-overhead")
+    if config.train.cuda_graph:
+        need(config.train.device != "cpu" and config.replay.device != "cpu",
+             "train.cuda_graph needs the learner and the replay on a GPU (train.device and replay.device auto or cuda)")
+        need(config.replay.compress == "none", f"train.cuda_graph needs replay.compress = none (the frames on the GPU); "
+             f"got {config.replay.compress!r}")
+        need(config.agent.hindsight == "none", "train.cuda_graph cannot capture hindsight relabelling (host work at "
+             "each sample); set agent.hindsight = none or train.cuda_graph = false")
+        need(config.train.compile != "reduce-overhead", "train.cuda_graph already captures the whole update; use "
+             "train.compile = true or false with it, not reduce-overhead")
     need(config.eval.period_steps >= 0, f"eval.period_steps = {config.eval.period_steps}; must be >= 0 (0: only at the end)")
     need(config.eval.episodes >= 0, f"eval.episodes = {config.eval.episodes}; must be >= 0")
     need(config.eval.num_envs >= 1, f"eval.num_envs = {config.eval.num_envs}; must be >= 1")

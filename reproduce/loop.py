@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import os
 import random
 import signal
 import sys
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from agents import DQNAgent
 from agents.replay import build_replay
+from agents.update import UpdateStep
 from reproduce.checkpoint import CheckpointError, Checkpointer
 from reproduce.config import Config
 from reproduce.evaluation import evaluate, summarize
@@ -106,6 +108,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
+        # cuBLAS is deterministic only with a fixed workspace, set before its first use (PyTorch
+        # otherwise raises at the first matrix product on a GPU).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
 
@@ -144,11 +149,13 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
     obs, _ = envs.reset(seed=seed)
     obs_shape, stack = observation_spec(obs, protocol)
     agent = DQNAgent(c, obs_shape, stack, int(envs.single_action_space.n), device, seed,
-                     compile=config.train.compile == "true", bf16=config.train.bf16)
+                     compile=config.train.compile in ("true", "reduce-overhead"), bf16=config.train.bf16,
+                     reduce_overhead=config.train.compile == "reduce-overhead")
     task = goal_task(config.env.game)
     replay = build_replay(c, config.replay.capacity, num_envs, obs_shape, stack,
                           torch.as_tensor(agent_observation(obs)).dtype, replay_device, seed, total, task,
                           config.replay.compress)
+    update = UpdateStep(agent, replay, c.batch_size, c.prioritized, cuda_graph=config.train.cuda_graph)
     # A hindsight replay keeps the goals apart (to relabel them); every other replay stores what the
     # network sees.
     stored = (lambda o: o) if c.hindsight != "none" else agent_observation
@@ -202,10 +209,7 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
                 if step >= c.learning_starts_steps:
                     loop.owed += num_envs / c.update_period_steps
                     while loop.owed >= 1:
-                        batch = replay.sample(c.batch_size)
-                        out = agent.learn(batch)
-                        if c.prioritized:
-                            replay.update_priorities(batch.index, out["priority"])
+                        out = update()
                         loop.losses.append(out["loss"])
                         loop.qs.append(out["q"])
                         loop.owed -= 1

@@ -79,6 +79,13 @@ def test_run_refuses_a_folder_that_holds_a_run(pong_run, capsys):
         (["run", "nature_dqn", "--set", "agent.epsilon_end=2"], "agent.epsilon_end = 2.0; must be in [0, 1]"),
         (["run", "nature_dqn", "--set", "eval.epsilon=-0.1"], "eval.epsilon = -0.1; must be in [0, 1]"),
         (["run", "cartpole_dqn", "--game", "pong"], "cannot run under env.protocol = 'classic'"),
+        (["run", "nature_dqn", "--set", "train.compile=cudagraphs"],
+         "train.compile = 'cudagraphs'; allowed: auto, true, false, reduce-overhead"),
+        (["run", "nature_dqn", "--device", "cpu", "--set", "train.cuda_graph=true"],
+         "train.cuda_graph needs the learner and the replay on a GPU"),
+        (["run", "her_bitflip", "--set", "train.cuda_graph=true"], "train.cuda_graph cannot capture hindsight"),
+        (["run", "nature_dqn", "--set", "train.cuda_graph=true", "--set", "replay.compress=lz4"],
+         "train.cuda_graph needs replay.compress = none"),
     ],
 )
 def test_bad_input_is_one_clear_message(args, message, capsys, tmp_path):
@@ -95,6 +102,10 @@ def test_cuda_without_cuda(capsys, tmp_path):
         pytest.skip("this machine has CUDA")
     assert main(["run", "cartpole_dqn", "--device", "cuda", "--run-dir", str(tmp_path / "x")]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+    # device auto, which is the CPU here
+    assert main(["run", "cartpole_dqn", "--set", "train.cuda_graph=true", "--run-dir", str(tmp_path / "y")]) == 2
+    assert "train.cuda_graph needs the learner on a CUDA device; it is on cpu" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_replay_that_does_not_fit_is_refused_before_anything_is_written(capsys, tmp_path):

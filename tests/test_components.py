@@ -192,6 +192,19 @@ def test_sumtree_last_duplicate_wins_and_updates_propagate():
     assert tree.total().item() == 2.0 and tree.find(torch.tensor([0.0, 1.99])).tolist() == [7, 7]
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 29), st.floats(0, 10, width=32)), min_size=1, max_size=60))
+def test_sumtree_update_with_repeats_matches_a_dict(writes):
+    """Repeated indices in one update: the last value of each wins (as writing one by one would)."""
+    tree = SumTree(30, fanout=4)
+    tree.update(torch.tensor([i for i, _ in writes]), torch.tensor([v for _, v in writes]))
+    expected = np.zeros(30, np.float32)
+    for i, v in writes:
+        expected[i] = v
+    assert np.array_equal(tree.leaves.numpy(), expected)
+    assert tree.total().item() == pytest.approx(float(expected.astype(np.float64).sum()), rel=1e-12)
+
+
 def test_sumtree_sampling_frequencies_chi_square():
     priorities = torch.arange(1, 11, dtype=torch.float32)
     tree = SumTree(10, fanout=3)
@@ -249,17 +262,25 @@ def test_prioritized_bad_exponents(alpha, beta):
 
 # ------------------------------------------------------------------ optimizer and config
 def test_centered_rmsprop_against_the_formula():
-    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
-    opt = CenteredRMSprop([w], lr=0.1, decay=0.9, eps=0.01)
-    g_avg, sq_avg, expected = np.zeros(2), np.zeros(2), np.array([1.0, -2.0])
-    for grad in ([0.5, 1.0], [-0.2, 0.3], [0.1, -0.4]):
-        w.grad = torch.tensor(grad)
+    """Two parameters updated together (multi-tensor ops); the second has no gradient at first."""
+    w, v = torch.nn.Parameter(torch.tensor([1.0, -2.0])), torch.nn.Parameter(torch.tensor([[0.5], [3.0]]))
+    opt = CenteredRMSprop([w, v], lr=0.1, decay=0.9, eps=0.01)
+    expected = {"w": np.array([1.0, -2.0]), "v": np.array([[0.5], [3.0]])}
+    averages = {name: (np.zeros_like(x), np.zeros_like(x)) for name, x in expected.items()}
+    for step, grad in enumerate(([0.5, 1.0], [-0.2, 0.3], [0.1, -0.4])):
+        grads = {"w": np.array(grad), "v": None if step == 0 else np.array([[grad[0]], [2 * grad[1]]])}
+        w.grad = torch.tensor(grads["w"], dtype=torch.float32)
+        v.grad = None if grads["v"] is None else torch.tensor(grads["v"], dtype=torch.float32)
         opt.step()
-        grad = np.array(grad)
-        g_avg = 0.9 * g_avg + 0.1 * grad
-        sq_avg = 0.9 * sq_avg + 0.1 * grad**2
-        expected = expected - 0.1 * grad / np.sqrt(sq_avg - g_avg**2 + 0.01)
-        assert np.allclose(w.detach().numpy(), expected, atol=1e-6)
+        for name, g in grads.items():
+            if g is None:
+                continue
+            g_avg, sq_avg = averages[name]
+            g_avg, sq_avg = 0.9 * g_avg + 0.1 * g, 0.9 * sq_avg + 0.1 * g**2
+            averages[name] = g_avg, sq_avg
+            expected[name] = expected[name] - 0.1 * g / np.sqrt(sq_avg - g_avg**2 + 0.01)
+        assert np.allclose(w.detach().numpy(), expected["w"], atol=1e-6)
+        assert np.allclose(v.detach().numpy(), expected["v"], atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,22 @@ def test_replay_matches_naive_reference(stream):
     assert seen == expected, f"{len(expected - seen)} available transitions never sampled"
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams)
+def test_once_sampleable_always_sampleable(stream):
+    """FrameReplay checks the tree's total only until it first holds a transition (reading it back
+    stalls a GPU): the naive reference never becomes empty again after that."""
+    num_envs, stack, n_step, extra, events = stream
+    slots = stack + n_step + 1 + extra
+    sampleable = False
+    for end in range(1, len(events) + 1):
+        replay, naive = run_stream(num_envs, stack, n_step, slots, events[:end])
+        available = len(naive.available()) > 0
+        assert available or not sampleable, f"empty again after {end} steps"
+        assert len(replay) == len(naive.available())
+        sampleable |= available
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams, st.sampled_from(["lz4", "zstd"]))
 def test_compressed_replay_samples_what_the_uncompressed_one_does(stream, codec):

@@ -110,6 +110,10 @@ class FrameReplay:
         # anything reads it).
         self.refreshed_head = self._head()
         self.steps_added = 0  # transitions added, all envs together
+        # Set once a transition can be sampled. It stays true (every column keeps stack + n_step + 1
+        # slots, so its newest complete transition stays sampleable), which spares reading the tree's
+        # total back from a GPU, a stall, at every sample.
+        self.sampleable = False
         self.discounts = gamma ** torch.arange(n_step + 1, dtype=torch.float32, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
@@ -257,17 +261,25 @@ class FrameReplay:
 
     # ---------------------------------------------------------------- sampling
     def sample(self, batch_size: int) -> Batch:
-        self._check_can_sample(batch_size)
+        self.prepare_sample(batch_size)
+        return self.draw(batch_size)
+
+    def draw(self, batch_size: int) -> Batch:
+        """The device half of `sample`, after `prepare_sample`: no host work and no synchronisation, so
+        that a CUDA graph can capture it."""
         u = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
         index = self.tree.find(u * self.tree.total())
         return self._gather(index)
 
-    def _check_can_sample(self, batch_size: int) -> None:
+    def prepare_sample(self, batch_size: int) -> None:
+        """The host half of `sample`: brings the tree up to date with the adds since the last sample."""
         self._refresh()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if self.steps_added == 0 or not self.tree.total() > 0:
-            raise RuntimeError("the replay holds no complete transition yet; add more steps before sampling")
+        if not self.sampleable:
+            if self.steps_added == 0 or not self.tree.total() > 0:
+                raise RuntimeError("the replay holds no complete transition yet; add more steps before sampling")
+            self.sampleable = True
 
     def _gather(self, index: torch.Tensor) -> Batch:
         T, N = self.slots, self.num_envs
@@ -345,6 +357,7 @@ class FrameReplay:
         self.episode_start = np.array(state["episode_start"], dtype=bool)
         self.refreshed_head = self._head()
         self.steps_added = int(state["steps_added"])
+        self.sampleable = False
         self.generator.set_state(state["generator"])
 
 

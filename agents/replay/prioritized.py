@@ -34,8 +34,10 @@ class PrioritizedReplay(FrameReplay):
             raise ValueError(f"priority eps must be > 0, got {eps}")
         super().__init__(*args, **kwargs)
         self.alpha, self.beta_start, self.beta_end, self.beta_steps, self.eps = alpha, beta, beta_end, beta_steps, eps
-        # Largest p^alpha so far (a device scalar: reading it back would stall a GPU every step).
+        # Largest p^alpha so far, and the current beta: device scalars, updated in place (reading them
+        # back would stall a GPU; a CUDA graph reads them where they are).
         self.max_priority = torch.ones((), dtype=torch.float32, device=self.device)
+        self.beta_now = torch.full((), self.beta(), dtype=torch.float64, device=self.device)
 
     def beta(self) -> float:
         """beta, annealed linearly from its start to its end value over beta_steps added transitions."""
@@ -45,8 +47,11 @@ class PrioritizedReplay(FrameReplay):
     def _initial_priority(self) -> torch.Tensor:
         return self.max_priority
 
-    def sample(self, batch_size: int) -> Batch:
-        self._check_can_sample(batch_size)
+    def prepare_sample(self, batch_size: int) -> None:
+        super().prepare_sample(batch_size)
+        self.beta_now.fill_(self.beta())
+
+    def draw(self, batch_size: int) -> Batch:
         total = self.tree.total()
         # Stratified: one sample from each of batch_size equal segments of the priority mass.
         u = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
@@ -54,7 +59,7 @@ class PrioritizedReplay(FrameReplay):
         index = self.tree.find((strata + u) * (total / batch_size))
         batch = self._gather(index)
         probability = self.tree.get(index).double() / total
-        weight = (probability / probability.min()) ** -self.beta()
+        weight = (probability / probability.min()) ** -self.beta_now
         batch.weight = weight.float()
         return batch
 
@@ -67,11 +72,11 @@ class PrioritizedReplay(FrameReplay):
         # A slot that stopped being sampleable since it was drawn stays at 0.
         value = torch.where(self.tree.get(index) > 0, value, 0.0)
         self.tree.update(index, value)
-        self.max_priority = torch.maximum(self.max_priority, value.max())
+        torch.maximum(self.max_priority, value.max(), out=self.max_priority)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "max_priority": self.max_priority.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.max_priority = state["max_priority"].to(self.device)
+        self.max_priority.copy_(state["max_priority"])

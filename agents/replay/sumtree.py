@@ -101,12 +101,18 @@ def _descend(block: torch.Tensor, u: torch.Tensor, node: torch.Tensor, width: in
 
 
 def _last_per_index(indices: torch.Tensor, values: torch.Tensor):
-    unique, inverse = torch.unique(indices, return_inverse=True)
-    if unique.numel() == indices.numel():
-        return indices, values
-    position = torch.arange(indices.numel(), device=indices.device)
-    last = torch.full_like(unique, -1).scatter_reduce(0, inverse, position, reduce="amax")
-    return unique, values[last]
+    """Each value replaced by the value of the last occurrence of its index, so that writing them all,
+    in any order, leaves the last value at every index. Fixed shapes and no host synchronisation (unlike
+    torch.unique), so that a CUDA graph can capture it."""
+    n = indices.numel()
+    order = torch.argsort(indices, stable=True)  # equal indices stay in their order of occurrence
+    ranked = indices[order]
+    starts = torch.ones(n, dtype=torch.bool, device=indices.device)
+    starts[1:] = ranked[1:] != ranked[:-1]
+    run = starts.long().cumsum(0) - 1
+    position = torch.arange(n, device=indices.device)
+    last = torch.zeros_like(position).scatter_reduce(0, run, position, reduce="amax", include_self=False)
+    return indices, torch.empty_like(values).index_copy_(0, order, values[order[last[run]]])
 
 
 def default_fanout(capacity: int) -> int:

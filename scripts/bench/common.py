@@ -47,10 +47,16 @@ def write(name: str, result: dict) -> Path:
 
 
 def rate(fn, seconds: float) -> float:
-    """Calls of `fn` per second over about `seconds` (after one call of warm-up)."""
+    """Calls of `fn` per second over about `seconds` (after one call of warm-up); on a GPU, until the
+    work they queued has run."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
     fn()
+    sync()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         fn()
         count += 1
+    sync()
     return count / (time.perf_counter() - start)

@@ -10,12 +10,15 @@ acting rate of each vector backend, and replay sampling beside SB3's ReplayBuffe
     bash scripts/bench/gpu.sh              # on a CUDA machine -> results/bench/end_to_end_gpu.json
 
 Each system warms up (random steps until learning starts, then WARM_LEARN steps of learning, which
-includes torch.compile's compilation), then is timed over MEASURE agent steps.
+includes torch.compile's compilation), then is timed over MEASURE agent steps (MEASURE_BASELINE for
+SB3 and the CleanRL-style loop, which step one environment). Each section's figures are written as soon
+as they are measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -31,12 +34,14 @@ from common import machine, rate, write  # noqa: E402
 
 from agents import DQNAgent  # noqa: E402
 from agents.replay import FrameReplay  # noqa: E402
+from agents.update import UpdateStep  # noqa: E402
 from reproduce import config as cfg  # noqa: E402
 from reproduce.loop import train  # noqa: E402
 from wrappers.vector import make_env, make_vector_env, next_observations  # noqa: E402
 
-LEARN_START, WARM_LEARN, MEASURE = 1_000, 200, 800
-DEVICE, CAPACITY, NUM_ENVS = "cpu", 100_000, 1  # set from the command line
+# set from the command line
+LEARN_START, WARM_LEARN, MEASURE, MEASURE_BASELINE = 1_000, 200, 800, 800
+DEVICE, CAPACITY, NUM_ENVS = "cpu", 100_000, 1
 HP = dict(learning_rate=2.5e-4, batch_size=32, train_freq=4, target_period=10_000, gamma=0.99)
 
 
@@ -45,7 +50,7 @@ def ours(variant: dict) -> float:
     total = LEARN_START + WARM_LEARN + MEASURE
     overrides = {"env.game": "pong", "train.steps": total, "agent.learning_starts_steps": LEARN_START,
                  "replay.capacity": CAPACITY, "train.device": DEVICE, "env.num_envs": NUM_ENVS, "eval.episodes": 0, "eval.period_steps": 0,
-                 "log.period_steps": 200, "log.checkpoint_period_steps": 0, "log.wandb": "disabled", **variant}
+                 "log.period_steps": max(200, 16 * NUM_ENVS), "log.checkpoint_period_steps": 0, "log.wandb": "disabled", **variant}
     config = cfg.resolve("nature_dqn", overrides)
     with tempfile.TemporaryDirectory() as tmp:
         train(config, Path(tmp) / "run", progress=False)
@@ -65,12 +70,14 @@ class StepTimer:
         self.marks = {}
 
     def mark(self, step: int) -> None:
-        if step in (LEARN_START + WARM_LEARN, LEARN_START + WARM_LEARN + MEASURE):
+        if step in (LEARN_START + WARM_LEARN, LEARN_START + WARM_LEARN + MEASURE_BASELINE):
+            if DEVICE != "cpu":
+                torch.cuda.synchronize()
             self.marks[step] = time.perf_counter()
 
     def rate(self) -> float:
         a, b = sorted(self.marks)
-        return MEASURE / (self.marks[b] - self.marks[a])
+        return MEASURE_BASELINE / (self.marks[b] - self.marks[a])
 
 
 def sb3() -> float | None:
@@ -92,7 +99,7 @@ def sb3() -> float | None:
                 learning_starts=LEARN_START, batch_size=HP["batch_size"], train_freq=HP["train_freq"],
                 gradient_steps=1, target_update_interval=HP["target_period"], gamma=HP["gamma"],
                 optimize_memory_usage=False, device=DEVICE, seed=0, verbose=0)
-    model.learn(LEARN_START + WARM_LEARN + MEASURE, callback=Mark())
+    model.learn(LEARN_START + WARM_LEARN + MEASURE_BASELINE, callback=Mark())
     env.close()
     return timer.rate()
 
@@ -121,7 +128,7 @@ def cleanrl() -> float | None:
                       handle_timeout_termination=False)
     timer, rng = StepTimer(), np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
-    for step in range(1, LEARN_START + WARM_LEARN + MEASURE + 1):
+    for step in range(1, LEARN_START + WARM_LEARN + MEASURE_BASELINE + 1):
         epsilon = max(0.1, 1.0 - step / 1e6)
         if rng.random() < epsilon:
             action = int(rng.integers(n))
@@ -148,10 +155,12 @@ def cleanrl() -> float | None:
     return timer.rate()
 
 
-def learner(compile: bool, seconds: float = 15.0) -> float:
-    """Updates per second of the suite's learner on batches from a filled replay (compiled after warm-up)."""
+def learner(compile: bool = False, seconds: float = 15.0, reduce_overhead: bool = False, bf16: bool = False,
+            cuda_graph: bool = False) -> float:
+    """Updates per second of the suite's learner, sampling included, on a replay of 2,000 steps
+    (compiled, or captured, after warm-up)."""
     config = cfg.resolve("nature_dqn").agent
-    agent = DQNAgent(config, (84, 84), 4, 6, DEVICE, seed=0, compile=compile)
+    agent = DQNAgent(config, (84, 84), 4, 6, DEVICE, seed=0, compile=compile, reduce_overhead=reduce_overhead, bf16=bf16)
     replay = FrameReplay(10_000, 1, obs_shape=(84, 84), stack=4, seed=0, device=DEVICE)
     rng = np.random.default_rng(0)
     obs = np.zeros((1, 4, 84, 84), np.uint8)  # an episode's first observation: zeros before its frame
@@ -160,9 +169,10 @@ def learner(compile: bool, seconds: float = 15.0) -> float:
         nxt = np.concatenate([obs[:, 1:], rng.integers(0, 255, (1, 1, 84, 84), dtype=np.uint8)], 1)
         replay.add(obs, [0], [0.0], [False], [False], nxt)
         obs = nxt
-    for _ in range(5):  # compiles, where compiled
-        agent.learn(replay.sample(32))
-    return rate(lambda: agent.learn(replay.sample(32)), seconds)
+    update = UpdateStep(agent, replay, 32, prioritized=False, cuda_graph=cuda_graph)
+    for _ in range(10):  # compiles (and captures the CUDA graphs), where asked
+        update()
+    return rate(update, seconds)
 
 
 def acting(backend: str, num_envs: int, seconds: float = 10.0) -> float:
@@ -181,9 +191,10 @@ def acting(backend: str, num_envs: int, seconds: float = 10.0) -> float:
 
 
 def sampling(seconds: float = 5.0) -> dict:
-    """sample(32) per second at capacity CAPACITY, ours beside SB3's ReplayBuffer, both filled alike."""
+    """sample(32) per second at capacity CAPACITY, ours (on DEVICE) beside SB3's ReplayBuffer (its
+    samples moved to DEVICE), both filled alike."""
     out = {}
-    ours_replay = FrameReplay(CAPACITY, 1, obs_shape=(84, 84), stack=4, seed=0)
+    ours_replay = FrameReplay(CAPACITY, 1, obs_shape=(84, 84), stack=4, seed=0, device=DEVICE)
     envs = make_vector_env("pong", "nature", 1, seed=0)
     obs, _ = envs.reset(seed=0)
     rng = np.random.default_rng(0)
@@ -203,7 +214,7 @@ def sampling(seconds: float = 5.0) -> dict:
         from stable_baselines3.common.buffers import ReplayBuffer
     except ImportError:
         return out
-    rb = ReplayBuffer(CAPACITY, spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(6), "cpu",
+    rb = ReplayBuffer(CAPACITY, spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(6), DEVICE,
                       optimize_memory_usage=True, handle_timeout_termination=False)
     for o, f, a, r, d in stream:
         rb.add(o, f, a, r, d, [{}])
@@ -213,55 +224,105 @@ def sampling(seconds: float = 5.0) -> dict:
     return out
 
 
+def summarize(result: dict, rates: dict, variants: dict) -> None:
+    """Medians so far, the best of ours, and its ratios to SB3, CleanRL and the learner's bound."""
+    median = {name: round(statistics.median(r), 1) for name, r in rates.items() if r}
+    result["steps_per_second"] = median
+    result["all_repeats"] = {name: [round(x, 1) for x in r] for name, r in rates.items()}
+    ours_done = [k for k in variants if k in median]
+    if not ours_done:
+        return
+    best = max(ours_done, key=median.get)
+    result["best_ours"] = best
+    if "sb3" in median:
+        result["speedup_vs_sb3"] = round(median[best] / median["sb3"], 2)
+    if "cleanrl" in median:
+        result["speedup_vs_cleanrl"] = round(median[best] / median["cleanrl"], 2)
+    if "learner_bound_steps_per_second" in result:
+        v = variants[best]
+        mode = ("cuda_graph_" if v.get("train.cuda_graph") else "") + {"false": "eager", "true": "compiled"}[v["train.compile"]]
+        bound = result["learner_bound_steps_per_second"].get(mode.replace("cuda_graph_eager", "cuda_graph"))
+        if bound:
+            result["fraction_of_learner_bound"] = round(median[best] / bound, 3)
+
+
 def main() -> None:
-    global DEVICE, CAPACITY, NUM_ENVS
+    global DEVICE, CAPACITY, NUM_ENVS, LEARN_START, WARM_LEARN, MEASURE, MEASURE_BASELINE
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--capacity", type=int, default=CAPACITY)
     parser.add_argument("--num-envs", type=int, default=NUM_ENVS, help="ours only: environments stepped together")
+    parser.add_argument("--learn-start", type=int, default=LEARN_START)
+    parser.add_argument("--warm", type=int, default=WARM_LEARN, help="agent steps of learning before timing")
+    parser.add_argument("--measure", type=int, default=MEASURE, help="agent steps timed (ours)")
+    parser.add_argument("--measure-baseline", type=int, default=MEASURE_BASELINE, help="agent steps timed (SB3, CleanRL)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per learner, acting and sampling figure")
     parser.add_argument("--out", default="end_to_end", help="results/bench/<out>.json")
+    parser.add_argument("--variants", help="comma-separated subset of this suite's variants")
+    parser.add_argument("--learners", help="comma-separated subset of the learner figures (eager, compiled, ...)")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: learner, acting, sampling")
     args = parser.parse_args()
     DEVICE, CAPACITY, NUM_ENVS = args.device, args.capacity, args.num_envs
-    if DEVICE == "cpu":
+    LEARN_START, WARM_LEARN, MEASURE, MEASURE_BASELINE = args.learn_start, args.warm, args.measure, args.measure_baseline
+    gpu = DEVICE != "cpu"
+    if not gpu:
         torch.set_num_threads(1)
     variants = {
         "ours_eager": {"train.compile": "false"},
         "ours_compiled": {"train.compile": "true"},
         "ours_fast": {"train.compile": "true", "env.backend": "ale", "train.overlap": True},
     }
-    rates = {name: [] for name in [*variants, "sb3", "cleanrl"]}
-    for _ in range(args.repeats):  # alternate, so that machine noise hits every system alike
-        for name, variant in variants.items():
-            rates[name].append(ours(variant))
-        for name, fn in (("sb3", sb3), ("cleanrl", cleanrl)):
-            if (r := fn()) is not None:
-                rates[name].append(r)
-    median = {name: round(statistics.median(r), 1) for name, r in rates.items() if r}
-    bound_eager, bound_compiled = learner(False), learner(True)
+    if gpu:  # the whole update as one CUDA graph, on ale-py's threads or on processes that can snapshot
+        variants = {  # emulators (exact resume)
+            "ours_eager": {"train.compile": "false"},
+            "ours_fast": {"train.compile": "true", "env.backend": "ale", "train.overlap": True},
+            "ours_graph_ale": {"train.cuda_graph": True, "train.compile": "false", "env.backend": "ale", "train.overlap": True},
+            "ours_graph_compiled_ale": {"train.cuda_graph": True, "train.compile": "true", "env.backend": "ale",
+                                        "train.overlap": True},
+            "ours_graph_async": {"train.cuda_graph": True, "train.compile": "false", "env.backend": "async",
+                                 "train.overlap": True},
+        }
+    if args.variants:
+        variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     result = {
         "what": f"Nature DQN on Pong, 1 update of 32 per 4 agent steps, {NUM_ENVS} env(s) for ours (1 for SB3 and "
-                f"CleanRL), replay {CAPACITY:,}, device {DEVICE} (1 torch thread on a CPU); "
-                f"agent steps per second over {MEASURE:,} steps after {LEARN_START + WARM_LEARN:,} of warm-up; "
+                f"CleanRL), replay {CAPACITY:,}, device {DEVICE}{'' if gpu else ' (1 torch thread on a CPU)'}; "
+                f"agent steps per second over {MEASURE:,} steps (ours; {MEASURE_BASELINE:,} for SB3 and CleanRL) after "
+                f"{LEARN_START:,} random and {WARM_LEARN:,} learning steps of warm-up; "
                 f"median of {args.repeats} alternated repeats",
-        "steps_per_second": median,
-        "all_repeats": {name: [round(x, 1) for x in r] for name, r in rates.items()},
-        "learner_updates_per_second": {"eager": round(bound_eager, 1), "compiled": round(bound_compiled, 1)},
-        "learner_bound_steps_per_second": {"eager": round(4 * bound_eager, 1), "compiled": round(4 * bound_compiled, 1)},
-        "acting_steps_per_second": {f"{b}_{n}_envs": round(acting(b, n), 1) for b in ("sync", "async", "ale")
-                                    for n in (1, 8)},
-        "replay_sample_32": sampling(),
         "machine": machine(),
     }
-    best = max((k for k in variants if k in median), key=median.get)
-    result["best_ours"] = best
-    if "sb3" in median:
-        result["speedup_vs_sb3"] = round(median[best] / median["sb3"], 2)
-    if "cleanrl" in median:
-        result["speedup_vs_cleanrl"] = round(median[best] / median["cleanrl"], 2)
-    result["fraction_of_learner_bound"] = round(median[best] / result["learner_bound_steps_per_second"]["compiled"
-                                                if "compiled" in best or "fast" in best else "eager"], 3)
-    write(args.out, result)
+    seconds, skip = args.seconds, args.skip.split(",")
+    if "learner" not in skip:
+        kinds = {"eager": {}, "compiled": {"compile": True}}
+        if gpu:
+            kinds |= {"reduce_overhead": {"compile": True, "reduce_overhead": True}, "cuda_graph": {"cuda_graph": True},
+                      "cuda_graph_compiled": {"compile": True, "cuda_graph": True},
+                      "cuda_graph_bf16": {"cuda_graph": True, "bf16": True}}
+        if args.learners:
+            kinds = {k: v for k, v in kinds.items() if k in args.learners.split(",")}
+        updates = {k: learner(seconds=seconds, **{"compile": False, **v}) for k, v in kinds.items()}
+        result["learner_updates_per_second"] = {k: round(v, 1) for k, v in updates.items()}
+        result["learner_bound_steps_per_second"] = {k: round(4 * v, 1) for k, v in updates.items()}
+        write(args.out, result)
+    if "acting" not in skip:
+        envs_counts = (1, 8) if not gpu else (16,)
+        result["acting_steps_per_second"] = {f"{b}_{n}_envs": round(acting(b, n, seconds / 2), 1)
+                                             for b in ("sync", "async", "ale") for n in envs_counts}
+        write(args.out, result)
+
+    rates = {name: [] for name in [*variants, "sb3", "cleanrl"]}
+    systems = [(name, functools.partial(ours, variant)) for name, variant in variants.items()] + [("sb3", sb3), ("cleanrl", cleanrl)]
+    for _ in range(args.repeats):  # alternate, so that machine noise hits every system alike
+        for name, fn in systems:
+            if (r := fn()) is not None:
+                rates[name].append(r)
+            summarize(result, rates, variants)
+            write(args.out, result)
+    if "sampling" not in skip:
+        result["replay_sample_32"] = sampling(seconds / 3)
+        write(args.out, result)
 
 
 if __name__ == "__main__":

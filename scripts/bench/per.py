@@ -2,6 +2,7 @@
 straightforward pure-Python binary sum tree of the same capacity, in the same run.
 
     python scripts/bench/per.py [--seconds 20]   -> results/bench/per.json
+    python scripts/bench/per.py --device cuda --out per_gpu   (the tree and the frames on the GPU)
 """
 
 from __future__ import annotations
@@ -65,10 +66,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="per", help="results/bench/<out>.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    replay = PrioritizedReplay(CAPACITY, 1, obs_shape=(84, 84), stack=4, seed=0, alpha=0.6, beta=0.4, beta_steps=CAPACITY)
+    replay = PrioritizedReplay(CAPACITY, 1, obs_shape=(84, 84), stack=4, seed=0, alpha=0.6, beta=0.4, beta_steps=CAPACITY,
+                               device=args.device)
     # Fill every slot's metadata (frames stay unwritten: sampling cost does not depend on their content).
     replay.count[:] = CAPACITY + 10
     replay.flags.zero_()
@@ -83,7 +87,7 @@ def main() -> None:
 
     def ours():
         batch = replay.sample(BATCH)
-        replay.update_priorities(batch.index, torch.rand(BATCH))
+        replay.update_priorities(batch.index, torch.rand(BATCH, device=args.device))
 
     tree = PythonSumTree(CAPACITY)
     for i, p in enumerate(rng.random(CAPACITY) + 1e-3):
@@ -96,6 +100,7 @@ def main() -> None:
     result = {
         "capacity": CAPACITY,
         "batch": BATCH,
+        "device": args.device,
         "what": "sample(32) (with stack and n-step gathers and importance weights) + update_priorities(32), per second",
         "ours_per_second": round(statistics.median(ours_rates), 1),
         "pure_python_sum_tree_per_second": round(statistics.median(python_rates), 1),
@@ -104,7 +109,7 @@ def main() -> None:
         "note": "the pure-Python tree only finds and updates 32 indices; ours also gathers the frame stacks and n-step returns",
         "machine": machine(),
     }
-    write("per", result)
+    write(args.out, result)
 
 
 if __name__ == "__main__":
