@@ -3,7 +3,8 @@
 # then one report comparing them all (IQM and CIs, curves):
 #   scripts/experiments/cartpole_variants.sh [OUT]     (default results/cartpole)
 # Environment: SEEDS (default 0,1,2,3,4), ONLY (space-separated variant names, default all),
-# PARALLEL (local jobs at once, default the number of cores).
+# PARALLEL (local jobs at once, default the number of cores), SUFFIX (appended to each variant's sweep folder:
+# more seeds of a variant already run go to a folder of their own, and the report merges runs by label).
 # Each variant is the cartpole_dqn base (Double DQN, 3-step returns) with one component switched, or
 # plain 1-step DQN; cartpole_rainbow has them all. About 1.5 CPU-hours on a 2-core machine.
 set -euo pipefail
@@ -11,6 +12,7 @@ OUT=${1:-results/cartpole}
 SEEDS=${SEEDS:-0,1,2,3,4}
 PARALLEL=${PARALLEL:-$(nproc)}
 SWEEPS=sweeps/cartpole-variants
+SUFFIX=${SUFFIX:-}
 declare -A VARIANTS=(
   [dqn]="--set agent.double=false --set agent.n_step=1"
   [double_dqn]="--set agent.n_step=1"
@@ -25,14 +27,14 @@ declare -A VARIANTS=(
 )
 VARIANTS[rainbow]=""
 for name in ${ONLY:-${!VARIANTS[@]}}; do
-  [ -f "$SWEEPS/$name/sweep.json" ] && continue
+  [ -f "$SWEEPS/$name$SUFFIX/sweep.json" ] && continue
   if [ "$name" = rainbow ]; then
     reproduce sweep cartpole_rainbow --games cartpole --seeds "$SEEDS" --launcher local --wait \
-      --parallel "$PARALLEL" --sweep-dir "$SWEEPS/rainbow" --set log.label=rainbow
+      --parallel "$PARALLEL" --sweep-dir "$SWEEPS/rainbow$SUFFIX" --set log.label=rainbow
     continue
   fi
   # shellcheck disable=SC2086
   reproduce sweep cartpole_dqn --games cartpole --seeds "$SEEDS" --launcher local --wait \
-    --parallel "$PARALLEL" --sweep-dir "$SWEEPS/$name" --set log.label="$name" ${VARIANTS[$name]}
+    --parallel "$PARALLEL" --sweep-dir "$SWEEPS/$name$SUFFIX" --set log.label="$name" ${VARIANTS[$name]}
 done
 reproduce compare "$SWEEPS"/*/ --out "$OUT"

@@ -24,6 +24,8 @@ def main() -> None:
     replay_bytes = json.loads((bench / "replay_memory.json").read_text())["bytes_per_transition"]
     e2e = json.loads((bench / "end_to_end.json").read_text())
     nature_rate = e2e["steps_per_second"][e2e["best_ours"]]
+    gpu = json.loads((bench / "end_to_end_gpu_32envs.json").read_text())
+    gpu_rate = gpu["steps_per_second"][gpu["best_ours"]]  # H200, 32 envs, the whole update as a CUDA graph
     # The DER rate is that of the committed Atari 100k runs (one update per step, a smaller network).
     der_runs = [json.loads(p.read_text()) for p in (ROOT / "results" / "atari100k").glob("*/summary.json")]
     der_rate = sum(r["steps_per_second"] for r in der_runs) / len(der_runs) if der_runs else None
@@ -41,17 +43,20 @@ def main() -> None:
         spec.write_text(
             f"# {config.paper.title} ({config.paper.year}): the games of `{table}`, {seeds} seeds, the preset's budget.\n"
             f"# reproduce sweep {spec.relative_to(ROOT)} --launcher slurm --partition PART --gpus 1 --time 2880\n"
+            f"#   (on a GPU, faster: --set env.num_envs=32 --set env.backend=async --set train.overlap=true "
+            f"--set train.cuda_graph=true)\n"
             f'preset = "{name}"\ngames = {json.dumps(games)}\nseeds = {list(range(seeds))}\n')
         steps = config.train.steps
         runs = len(games) * seeds
         disk_gb = (min(config.replay.capacity, steps) * replay_bytes + 200e6) / 1e9  # replay + nets, optimizer
         rate = der_rate if name == "der" else nature_rate
         hours = f"{steps / rate / 3600:,.1f}" if rate else "not measured"
+        gpu_hours = "not measured" if name == "der" else f"{steps / gpu_rate / 3600:,.1f}"
         rows.append(f"| `{name}` | `{table}` | {len(games)} x {seeds} | {steps:,} ({steps * config.protocol.frame_skip / 1e6:g}M frames) "
-                    f"| {disk_gb:.1f} GB | {hours} | {runs} |")
+                    f"| {disk_gb:.1f} GB | {hours} | {gpu_hours} | {runs} |")
     print("| recipe (`scripts/reproduce/`) | compared with | games x seeds | agent steps per run | checkpoint disk per run "
-          "| CPU-hours per run, 1 core | runs |")
-    print("|---|---|---|---|---|---|---|")
+          "| CPU-hours per run, 1 core | GPU-hours per run, 1 H200 | runs |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
