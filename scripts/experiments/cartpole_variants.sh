@@ -20,9 +20,9 @@ declare -A VARIANTS=(
   [dueling]="--set agent.dueling=true"
   [prioritized]="--set agent.prioritized=true --set agent.priority_alpha=0.5"
   [noisy]="--set agent.noisy=true --set agent.noisy_sigma0=0.1 --set agent.epsilon_start=0 --set agent.epsilon_end=0 --set agent.epsilon_decay_steps=0"
-  [c51]="--set agent.distributional=c51 --set agent.v_min=0 --set agent.v_max=100"
-  [qr_dqn]="--set agent.distributional=qr --set agent.num_quantiles=50"
-  [iqn]="--set agent.distributional=iqn"
+  [c51]="--set agent.loss=auto --set agent.distributional=c51 --set agent.v_min=0 --set agent.v_max=100"
+  [qr_dqn]="--set agent.loss=auto --set agent.distributional=qr --set agent.num_quantiles=50"
+  [iqn]="--set agent.loss=auto --set agent.distributional=iqn"
   [munchausen]="--set agent.munchausen=true --set agent.double=false --set agent.n_step=1"
 )
 VARIANTS[rainbow]=""
