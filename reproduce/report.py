@@ -134,20 +134,24 @@ def group(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
 
 
 # ------------------------------------------------------------------------------------ statistics
-def aggregate_estimates(matrices: dict[str, np.ndarray], reps: int = REPS, seed: int = 0) -> dict:
-    """Mean, median, IQM and optimality gap of [runs x games] score matrices with 95% stratified
-    bootstrap confidence intervals (rliable)."""
+def aggregate_estimates(matrices: dict[str, np.ndarray], reps: int = REPS, seed: int = 0,
+                        normalized: bool = True) -> dict:
+    """Mean, median, IQM and (for normalised scores) optimality gap of [runs x games] score matrices with
+    95% stratified bootstrap confidence intervals (rliable). The gap is the shortfall from a score of 1,
+    human level: for raw scores (CartPole's return) it says nothing, so it is left out."""
     from rliable import library as rly
     from rliable import metrics
 
+    names = AGGREGATES if normalized else AGGREGATES[:3]
+
     def fn(x):
-        return np.array([metrics.aggregate_mean(x), metrics.aggregate_median(x), metrics.aggregate_iqm(x),
-                         metrics.aggregate_optimality_gap(x)])
+        values = [metrics.aggregate_mean(x), metrics.aggregate_median(x), metrics.aggregate_iqm(x)]
+        return np.array(values + [metrics.aggregate_optimality_gap(x)] if normalized else values)
 
     np.random.seed(seed)
     points, intervals = rly.get_interval_estimates(matrices, fn, reps=reps)
     return {name: {agg: {"value": float(points[name][i]), "ci95": [float(intervals[name][0][i]), float(intervals[name][1][i])]}
-                   for i, agg in enumerate(AGGREGATES)} for name in matrices}
+                   for i, agg in enumerate(names)} for name in matrices}
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = REPS, seed: int = 0) -> dict:
@@ -219,7 +223,7 @@ def build(paths: list[Path], out: Path, against: str | None = None, reps: int = 
             if hns_all:
                 m = np.array([[published.human_normalized(s, g, base) for s, g in zip(row, games)] for row in m])
             published_matrices[f"{table.name} (published runs)"] = m
-    aggregates = aggregate_estimates({**matrices, **published_matrices}, reps=reps)
+    aggregates = aggregate_estimates({**matrices, **published_matrices}, reps=reps, normalized=hns_all)
     result = {"metric": metric, "aggregates": aggregates, "variants": {n: game_lists[n] for n in variants}}
 
     names = list(variants)
@@ -325,10 +329,11 @@ def _write_markdown(path: Path, rows, result, figures, variants) -> None:
         lines.append(f"| {r['variant']} | {r['game']} | {r['seeds']} | {_fmt(r['mean'])} +/- {_fmt(r['std'])} | "
                      f"{_fmt(r.get('published'))} {('(' + r['table'] + ')') if r.get('table') else ''} | "
                      f"{_fmt(r.get('fraction_of_published'), 2)} | {_fmt(r['hns'], 3)} | {mark} |")
+    shown = list(next(iter(result["aggregates"].values())))
     lines += ["", f"## Aggregates ({result['metric']}, 95% stratified bootstrap CIs)", "",
-              "| | " + " | ".join(AGGREGATES) + " |", "|---|" + "---|" * len(AGGREGATES)]
+              "| | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
     for name, agg in result["aggregates"].items():
-        cells = [f"{agg[a]['value']:.3f} [{agg[a]['ci95'][0]:.3f}, {agg[a]['ci95'][1]:.3f}]" for a in AGGREGATES]
+        cells = [f"{agg[a]['value']:.3f} [{agg[a]['ci95'][0]:.3f}, {agg[a]['ci95'][1]:.3f}]" for a in shown]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "probability_of_improvement" in result:
         lines += ["", "## Probability of improvement", ""]

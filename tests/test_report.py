@@ -54,6 +54,16 @@ def test_baselines_are_dqn_zoos():
     assert published.human_normalized(500.0, "cartpole", base) is None
 
 
+def test_raw_scores_have_no_optimality_gap():
+    """The gap is the shortfall from 1 (human level); for raw returns it says nothing and is left out."""
+    from reproduce.report import aggregate_estimates
+
+    m = np.array([[100.0], [300.0], [500.0]])
+    raw = aggregate_estimates({"x": m}, reps=200, normalized=False)["x"]
+    assert list(raw) == ["mean", "median", "iqm"] and raw["mean"]["value"] == pytest.approx(300.0)
+    assert "optimality_gap" in aggregate_estimates({"x": m / 1000}, reps=200)["x"]
+
+
 def test_report_against_hand_computed_values(fixture_runs, tmp_path):
     out = tmp_path / "report"
     result = build([fixture_runs], out, reps=500)
