@@ -3,8 +3,8 @@ the sampled transitions their new priorities (prioritized replay).
 
 On a GPU, the update of a network this small is bound by kernel launches, not by arithmetic: some 150
 small kernels, each launched from Python (scripts/bench/end_to_end.py measured about 200 eager updates
-per second on an H200, and 1,300 with the graph). With `cuda_graph=True` the whole update, sampling included, is captured once as a
-CUDA graph and then replayed with one launch. What needs the host stays around the graph: the replay's
+per second on an H200, and 1,300 with the graph). With `cuda_graph=True` the whole update, sampling
+included, is captured once as a CUDA graph and then replayed with one launch. What needs the host stays around the graph: the replay's
 bookkeeping of the slots added since the last update (`prepare_sample`), and the update count and
 target-network copy (`step_done`). The graph reads the replay, the networks and the optimizer state where
 they are, which is why all of them are updated in place.
@@ -29,7 +29,7 @@ class UpdateStep:
     def __init__(self, agent: DQNAgent, replay, batch_size: int, prioritized: bool, cuda_graph: bool = False):
         if cuda_graph and agent.device.type != "cuda":
             raise ValueError(f"train.cuda_graph needs the learner on a CUDA device; it is on {agent.device}")
-        if cuda_graph and replay.device != agent.device:
+        if cuda_graph and replay.device.type != "cuda":
             raise ValueError(f"train.cuda_graph needs the replay on the learner's device ({agent.device}); "
                              f"it is on {replay.device}")
         self.agent, self.replay, self.batch_size, self.prioritized = agent, replay, batch_size, prioritized
