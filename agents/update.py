@@ -86,8 +86,11 @@ class UpdateStep:
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
-        # The replay draws from its own generator: the graph advances it at each replay.
+        # The replay draws from its own generator, and IQN's action selection from the agent's: each
+        # replay of the graph advances them (the default generator, behind noisy layers and IQN's
+        # fractions, is registered by the capture itself).
         graph.register_generator_state(self.replay.generator)
+        graph.register_generator_state(self.agent.generator)
         # Gradients are allocated in the graph's memory, at the same addresses on every replay.
         self.agent.optimizer.zero_grad(set_to_none=True)
         # thread_local: an evaluation thread may use the GPU meanwhile.

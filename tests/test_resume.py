@@ -92,6 +92,20 @@ def test_atari_killed_after_a_checkpoint_resumes_exactly(tmp_path):
     assert_same_run(reference, run_dir)
 
 
+def test_rainbow_resumed_with_a_longer_budget_keeps_its_schedules(tmp_path):
+    """Prioritized replay (with C51, noisy nets and n-step returns) resumes exactly, and a longer budget
+    given at resume keeps beta's annealing over the first budget: a finished run of 1,200 steps resumed to
+    1,600 ends where an uninterrupted 1,600-step run annealing beta over 1,200 steps ends."""
+    rainbow = ["cartpole_rainbow", "--set", "agent.learning_starts_steps=200", "--set", "eval.episodes=0",
+               "--set", "log.period_steps=200", "--set", "log.checkpoint_period_steps=400"]
+    assert run([*rainbow, "--steps", "1600", "--set", "agent.priority_beta_steps=1200"], tmp_path / "whole").returncode == 0
+    assert run([*rainbow, "--steps", "1200"], tmp_path / "cut").returncode == 0
+    assert main(["resume", str(tmp_path / "cut"), "--steps", "1600", "--no-progress", "--wandb", "disabled"]) == 0
+    summary = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "cut")]
+    assert summary[0]["params_sha256"] == summary[1]["params_sha256"]
+    assert filecmp.cmp(tmp_path / "whole" / "episodes.csv", tmp_path / "cut" / "episodes.csv", shallow=False)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_signal_checkpoints_and_exits_then_resume_is_exact(signum, cartpole_reference, tmp_path):

@@ -75,8 +75,11 @@ class PrioritizedReplay(FrameReplay):
         torch.maximum(self.max_priority, value.max(), out=self.max_priority)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "max_priority": self.max_priority.cpu().clone()}
+        return {**super().state_dict(), "max_priority": self.max_priority.cpu().clone(), "beta_steps": self.beta_steps}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restores the replay, and the annealing of beta as the run started it: a run resumed with a
+        longer budget keeps beta's schedule (annealed over the first budget when it follows the budget)."""
         super().load_state_dict(state)
         self.max_priority.copy_(state["max_priority"])
+        self.beta_steps = int(state.get("beta_steps", self.beta_steps))

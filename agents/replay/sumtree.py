@@ -78,10 +78,20 @@ class SumTree:
         return node
 
     def state_dict(self) -> dict:
-        return {"leaves": self.levels[0].clone()}
+        # The inner sums are saved, not recomputed at load: a level summed whole may add in another order
+        # than `update`'s sums of a few rows (reduction kernels are chosen by shape on a GPU), and an exact
+        # resume needs the same bits.
+        parents = torch.cat(self.levels[1:]) if len(self.levels) > 1 else torch.zeros(0, dtype=torch.float64)
+        return {"leaves": self.levels[0].clone(), "parents": parents.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.levels[0].copy_(state["leaves"].to(self.device))
+        if "parents" in state:
+            parents = state["parents"].to(self.device)
+            for level, saved in zip(self.levels[1:], parents.split([level.numel() for level in self.levels[1:]])):
+                level.copy_(saved)
+            return
+        # A checkpoint written before the sums were saved: rebuilt from the leaves.
         for child, parent in zip(self.levels[:-1], self.levels[1:]):
             sums = child.view(-1, self.fanout).sum(1, dtype=torch.float64)
             parent.zero_()

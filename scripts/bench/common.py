@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -60,3 +61,25 @@ def rate(fn, seconds: float) -> float:
         count += 1
     sync()
     return count / (time.perf_counter() - start)
+
+
+def loop_rate(preset: str, overrides: dict, learn_start: int, warm: int, measure: int) -> float:
+    """Agent steps per second of the suite's training loop on `preset` over `measure` steps after
+    `learn_start` steps before learning and `warm` steps of learning (from the times in metrics.jsonl;
+    no evaluation, no checkpoint)."""
+    from reproduce import config as cfg
+    from reproduce.loop import train
+
+    num_envs = int(overrides.get("env.num_envs", 1))
+    overrides = {"train.steps": learn_start + warm + measure, "agent.learning_starts_steps": learn_start,
+                 "eval.episodes": 0, "eval.period_steps": 0, "log.period_steps": max(200, 16 * num_envs),
+                 "log.checkpoint_period_steps": 0, "log.wandb": "disabled", **overrides}
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg.resolve(preset, overrides), Path(tmp) / "run", progress=False)
+        times = {}
+        for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines():
+            d = json.loads(line)
+            times.setdefault(d["step"], d["time"])
+    start = min(step for step in times if step >= learn_start + warm)
+    end = max(times)
+    return (end - start) / (times[end] - times[start])

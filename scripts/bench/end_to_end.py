@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +28,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, rate, write  # noqa: E402
+from common import loop_rate, machine, rate, write  # noqa: E402
 
 from agents import DQNAgent  # noqa: E402
 from agents.replay import FrameReplay  # noqa: E402
 from agents.update import UpdateStep  # noqa: E402
 from reproduce import config as cfg  # noqa: E402
-from reproduce.loop import train  # noqa: E402
 from wrappers.vector import make_env, make_vector_env, next_observations  # noqa: E402
 
 # set from the command line
@@ -46,21 +43,10 @@ HP = dict(learning_rate=2.5e-4, batch_size=32, train_freq=4, target_period=10_00
 
 
 def ours(variant: dict) -> float:
-    """Agent steps per second of the suite's loop over the measured window (from metrics.jsonl times)."""
-    total = LEARN_START + WARM_LEARN + MEASURE
-    overrides = {"env.game": "pong", "train.steps": total, "agent.learning_starts_steps": LEARN_START,
-                 "replay.capacity": CAPACITY, "train.device": DEVICE, "env.num_envs": NUM_ENVS, "eval.episodes": 0, "eval.period_steps": 0,
-                 "log.period_steps": max(200, 16 * NUM_ENVS), "log.checkpoint_period_steps": 0, "log.wandb": "disabled", **variant}
-    config = cfg.resolve("nature_dqn", overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        train(config, Path(tmp) / "run", progress=False)
-        times = {}
-        for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines():
-            d = json.loads(line)
-            times.setdefault(d["step"], d["time"])
-    start = min(step for step in times if step >= LEARN_START + WARM_LEARN)
-    end = max(times)
-    return (end - start) / (times[end] - times[start])
+    """Agent steps per second of the suite's loop over the measured window."""
+    overrides = {"env.game": "pong", "replay.capacity": CAPACITY, "train.device": DEVICE, "env.num_envs": NUM_ENVS,
+                 **variant}
+    return loop_rate("nature_dqn", overrides, LEARN_START, WARM_LEARN, MEASURE)
 
 
 class StepTimer:
@@ -297,6 +283,7 @@ def main() -> None:
                 f"{LEARN_START:,} random and {WARM_LEARN:,} learning steps of warm-up; "
                 f"median of {args.repeats} alternated repeats",
         "machine": machine(),
+        "command": " ".join(["python", "scripts/bench/end_to_end.py", *sys.argv[1:]]),
     }
     seconds, skip = args.seconds, args.skip.split(",")
     if "learner" not in skip:

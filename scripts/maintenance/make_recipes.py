@@ -17,6 +17,11 @@ from wrappers.games import atari_games
 ROOT = Path(__file__).resolve().parents[2]
 # Dopamine's published baselines average 5 runs; 3 elsewhere (the usual minimum for CIs).
 SEEDS = {"dqn_dopamine": 5, "c51_dopamine": 5, "rainbow_dopamine": 5, "iqn_dopamine": 5}
+# Atari 100k counts agent steps of one environment; the others may step 32 at the papers' update ratio.
+GPU_SETTINGS = {
+    "default": "--set env.num_envs=32 --set env.backend=async --set train.overlap=true --set train.cuda_graph=true",
+    "der": "--set train.cuda_graph=true",
+}
 
 
 def main() -> None:
@@ -24,8 +29,10 @@ def main() -> None:
     replay_bytes = json.loads((bench / "replay_memory.json").read_text())["bytes_per_transition"]
     e2e = json.loads((bench / "end_to_end.json").read_text())
     nature_rate = e2e["steps_per_second"][e2e["best_ours"]]
-    gpu = json.loads((bench / "end_to_end_gpu_32envs.json").read_text())
-    gpu_rate = gpu["steps_per_second"][gpu["best_ours"]]  # H200, 32 envs, the whole update as a CUDA graph
+    # H200, the settings each spec's header gives: 32 envs on the async backend (exact resume), the whole
+    # update as a CUDA graph; DER keeps its one environment (der_gpu.json, evaluation not counted).
+    gpu_rate = json.loads((bench / "end_to_end_gpu_32envs.json").read_text())["steps_per_second"]["ours_graph_async"]
+    der_gpu_rate = json.loads((bench / "der_gpu.json").read_text())["steps_per_second"]["cuda_graph"]
     # The DER rate is that of the committed Atari 100k runs (one update per step, a smaller network).
     der_runs = [json.loads(p.read_text()) for p in (ROOT / "results" / "atari100k").glob("*/summary.json")]
     der_rate = sum(r["steps_per_second"] for r in der_runs) / len(der_runs) if der_runs else None
@@ -43,15 +50,14 @@ def main() -> None:
         spec.write_text(
             f"# {config.paper.title} ({config.paper.year}): the games of `{table}`, {seeds} seeds, the preset's budget.\n"
             f"# reproduce sweep {spec.relative_to(ROOT)} --launcher slurm --partition PART --gpus 1 --time 2880\n"
-            f"#   (on a GPU, faster: --set env.num_envs=32 --set env.backend=async --set train.overlap=true "
-            f"--set train.cuda_graph=true)\n"
+            f"#   (on a GPU, faster: {GPU_SETTINGS.get(name, GPU_SETTINGS['default'])})\n"
             f'preset = "{name}"\ngames = {json.dumps(games)}\nseeds = {list(range(seeds))}\n')
         steps = config.train.steps
         runs = len(games) * seeds
         disk_gb = (min(config.replay.capacity, steps) * replay_bytes + 200e6) / 1e9  # replay + nets, optimizer
         rate = der_rate if name == "der" else nature_rate
         hours = f"{steps / rate / 3600:,.1f}" if rate else "not measured"
-        gpu_hours = "not measured" if name == "der" else f"{steps / gpu_rate / 3600:,.1f}"
+        gpu_hours = f"{steps / (der_gpu_rate if name == 'der' else gpu_rate) / 3600:,.2g}"
         rows.append(f"| `{name}` | `{table}` | {len(games)} x {seeds} | {steps:,} ({steps * config.protocol.frame_skip / 1e6:g}M frames) "
                     f"| {disk_gb:.1f} GB | {hours} | {gpu_hours} | {runs} |")
     print("| recipe (`scripts/reproduce/`) | compared with | games x seeds | agent steps per run | checkpoint disk per run "

@@ -1,0 +1,71 @@
+"""Training speed of any preset as it is run (its own network, replay, update period and batch), and the
+hours its whole budget takes at that speed: the figure behind the GPU-hours of the recipes table for
+presets whose ratio is not Nature DQN's (`der` updates at every agent step). Evaluation is not counted.
+
+    python scripts/bench/preset_speed.py der --game freeway                       # this CPU, eager
+    python scripts/bench/preset_speed.py der --game freeway --device cuda \\
+        --variants eager,cuda_graph --out der_gpu                                 # -> results/bench/der_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import loop_rate, machine, write  # noqa: E402
+
+from reproduce import config as cfg  # noqa: E402
+
+VARIANTS = {
+    "eager": {"train.compile": "false"},
+    "compiled": {"train.compile": "true"},
+    "cuda_graph": {"train.compile": "false", "train.cuda_graph": True},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("preset")
+    parser.add_argument("--game", default="pong")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--variants", default="eager", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--learn-start", type=int, default=1_600)
+    parser.add_argument("--warm", type=int, default=400, help="agent steps of learning before timing")
+    parser.add_argument("--measure", type=int, default=2_000, help="agent steps timed")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None, help="results/bench/<out>.json (default: <preset>_<device>)")
+    args = parser.parse_args()
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    budget = cfg.resolve(args.preset, {"env.game": args.game}).train.steps
+    overrides = {"env.game": args.game, "train.device": args.device}
+    rates = {n: [] for n in names}
+    for _ in range(args.repeats):  # alternated, so that machine noise hits every variant alike
+        for n in names:
+            rates[n].append(loop_rate(args.preset, overrides | VARIANTS[n], args.learn_start, args.warm, args.measure))
+    median = {n: round(statistics.median(r), 1) for n, r in rates.items()}
+    write(args.out or f"{args.preset}_{args.device}", {
+        "what": f"{args.preset} on {args.game}, its own settings, device {args.device}"
+                f"{' (1 torch thread)' if args.device == 'cpu' else ''}: agent steps per second over {args.measure:,} "
+                f"steps after {args.learn_start:,} steps before learning and {args.warm:,} of learning; median of "
+                f"{args.repeats} alternated repeats; hours_per_run = the preset's {budget:,} steps at that speed, "
+                "evaluation not counted",
+        "machine": machine(),
+        "command": " ".join(["python", "scripts/bench/preset_speed.py", *sys.argv[1:]]),
+        "steps_per_second": median,
+        "all_repeats": {n: [round(x, 1) for x in r] for n, r in rates.items()},
+        "hours_per_run": {n: round(budget / r / 3600, 2) for n, r in median.items()},
+    })
+
+
+if __name__ == "__main__":
+    main()
