@@ -7,6 +7,8 @@
 # more seeds of a variant already run go to a folder of their own, and the report merges runs by label).
 # Each variant is the cartpole_dqn base (Double DQN, 3-step returns) with one component switched, or
 # plain 1-step DQN; cartpole_rainbow has them all. About 1.5 CPU-hours on a 2-core machine.
+# Each run's config.toml, summary.json and eval.csv are copied to OUT/runs/<variant>/<run>/, and the
+# report is made from those copies (`reproduce compare OUT/runs/*/ --out OUT` makes it again).
 set -euo pipefail
 OUT=${1:-results/cartpole}
 SEEDS=${SEEDS:-0,1,2,3,4}
@@ -37,4 +39,12 @@ for name in ${ONLY:-${!VARIANTS[@]}}; do
   reproduce sweep cartpole_dqn --games cartpole --seeds "$SEEDS" --launcher local --wait \
     --parallel "$PARALLEL" --sweep-dir "$SWEEPS/$name$SUFFIX" --set log.label="$name" ${VARIANTS[$name]}
 done
-reproduce compare "$SWEEPS"/*/ --out "$OUT"
+# The files a report reads (config, summary, evaluation games) of every run, kept beside the report so that
+# it can be made again from the repository; the sweeps themselves (checkpoints, logs) stay out of it.
+for run in "$SWEEPS"/*/runs/*/; do
+  [ -f "$run/summary.json" ] || continue
+  variant=$(basename "$(dirname "$(dirname "$run")")")
+  mkdir -p "$OUT/runs/$variant/$(basename "$run")"
+  cp "$run"/config.toml "$run"/summary.json "$run"/eval.csv "$OUT/runs/$variant/$(basename "$run")/"
+done
+reproduce compare "$OUT"/runs/*/ --out "$OUT"
