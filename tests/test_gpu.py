@@ -153,6 +153,17 @@ def test_graphed_update_follows_the_eager_one(head, prioritized, optimizer):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_bf16_on_the_gpu_within_two_percent():
+    batch = nature_batch()
+    for switches in ({}, {"distributional": "c51"}, {"distributional": "qr"}):
+        losses = []
+        for bf16 in (False, True):
+            torch.manual_seed(0)
+            agent = DQNAgent(AgentConfig(**switches), (84, 84), 4, 6, "cuda", seed=0, bf16=bf16)
+            losses.append(agent.learn(batch)["loss"].item())
+        assert losses[1] == pytest.approx(losses[0], rel=0.02), (switches, losses)
+
+
 @pytest.mark.parametrize("noisy", [False, True])
 def test_graph_replays_draw_new_noise(noisy):
     """Replayed, the graph does not repeat the random numbers it drew while captured: on the same batch
