@@ -82,7 +82,7 @@ class SumTree:
         # than `update`'s sums of a few rows (reduction kernels are chosen by shape on a GPU), and an exact
         # resume needs the same bits.
         parents = torch.cat(self.levels[1:]) if len(self.levels) > 1 else torch.zeros(0, dtype=torch.float64)
-        return {"leaves": self.levels[0].clone(), "parents": parents.clone()}
+        return {"leaves": self.levels[0].clone(), "parents": parents}  # cat: already a copy
 
     def load_state_dict(self, state: dict) -> None:
         self.levels[0].copy_(state["leaves"].to(self.device))
