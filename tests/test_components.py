@@ -19,6 +19,7 @@ from agents.losses import (
 from agents.networks import Head, NoisyLinear, dueling_aggregate
 from agents.optim import CenteredRMSprop
 from agents.replay import PrioritizedReplay, SumTree
+from agents.replay.sumtree import KERNELS
 
 
 # ------------------------------------------------------------------ categorical projection
@@ -171,10 +172,11 @@ def test_noisy_linear_noise_is_factorised():
 
 
 # ------------------------------------------------------------------ sum tree and prioritized replay
+@pytest.mark.parametrize("kernel", KERNELS)
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 50), min_size=1, max_size=300), st.integers(2, 9), st.integers(0, 2**31 - 1))
-def test_sumtree_against_numpy_cumsum(priorities, fanout, seed):
-    tree = SumTree(len(priorities), fanout=fanout)
+def test_sumtree_against_numpy_cumsum(kernel, priorities, fanout, seed):
+    tree = SumTree(len(priorities), fanout=fanout, kernel=kernel)
     tree.update(torch.arange(len(priorities)), torch.tensor(priorities, dtype=torch.float32))
     cumsum = np.cumsum(priorities, dtype=np.float64)
     assert tree.total().item() == cumsum[-1]
@@ -184,19 +186,21 @@ def test_sumtree_against_numpy_cumsum(priorities, fanout, seed):
     assert np.array_equal(tree.find(torch.tensor(u)).numpy(), np.searchsorted(cumsum, u, side="right"))
 
 
-def test_sumtree_last_duplicate_wins_and_updates_propagate():
-    tree = SumTree(100, fanout=4)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sumtree_last_duplicate_wins_and_updates_propagate(kernel):
+    tree = SumTree(100, fanout=4, kernel=kernel)
     tree.update(torch.tensor([3, 3, 7]), torch.tensor([1.0, 5.0, 2.0]))
     assert tree.get(torch.tensor([3, 7])).tolist() == [5.0, 2.0] and tree.total().item() == 7.0
     tree.update(torch.tensor([3]), torch.tensor([0.0]))
     assert tree.total().item() == 2.0 and tree.find(torch.tensor([0.0, 1.99])).tolist() == [7, 7]
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 29), st.floats(0, 10, width=32)), min_size=1, max_size=60))
-def test_sumtree_update_with_repeats_matches_a_dict(writes):
+def test_sumtree_update_with_repeats_matches_a_dict(kernel, writes):
     """Repeated indices in one update: the last value of each wins (as writing one by one would)."""
-    tree = SumTree(30, fanout=4)
+    tree = SumTree(30, fanout=4, kernel=kernel)
     tree.update(torch.tensor([i for i, _ in writes]), torch.tensor([v for _, v in writes]))
     expected = np.zeros(30, np.float32)
     for i, v in writes:
@@ -205,9 +209,10 @@ def test_sumtree_update_with_repeats_matches_a_dict(writes):
     assert tree.total().item() == pytest.approx(float(expected.astype(np.float64).sum()), rel=1e-12)
 
 
-def test_sumtree_sampling_frequencies_chi_square():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sumtree_sampling_frequencies_chi_square(kernel):
     priorities = torch.arange(1, 11, dtype=torch.float32)
-    tree = SumTree(10, fanout=3)
+    tree = SumTree(10, fanout=3, kernel=kernel)
     tree.update(torch.arange(10), priorities)
     g = torch.Generator().manual_seed(0)
     n = 200_000
@@ -215,6 +220,43 @@ def test_sumtree_sampling_frequencies_chi_square():
     expected = n * priorities / priorities.sum()
     chi2 = (((counts - expected) ** 2) / expected).sum().item()
     assert chi2 < 27.88  # chi-square, 9 degrees of freedom, p = 0.001
+
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.integers(2, 40), st.integers(0, 2**31 - 1))
+def test_sumtree_compiled_kernel_matches_the_torch_kernel(capacity, fanout, seed):
+    """The CPU's compiled loops against the batched torch calls the GPU runs, on the same writes (with
+    repeated indices) and prefix sums: the same leaves, inner sums within rounding, the same leaves found."""
+    compiled, batched = SumTree(capacity, fanout=fanout, kernel="numba"), SumTree(capacity, fanout=fanout, kernel="torch")
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        index = torch.as_tensor(rng.integers(0, capacity, size=rng.integers(1, 80)))
+        priority = torch.as_tensor(rng.random(index.numel()) * (rng.random(index.numel()) < 0.8), dtype=torch.float32)
+        compiled.update(index, priority)
+        batched.update(index, priority)
+    assert torch.equal(compiled.levels[0], batched.levels[0])
+    assert torch.allclose(compiled.parents, batched.parents, rtol=1e-12, atol=0)
+    u = torch.as_tensor(rng.random(256)) * batched.total()
+    assert torch.equal(compiled.find(u), batched.find(u))
+    if batched.total() > 0:
+        strata = torch.as_tensor(rng.random(32))
+        (index, probability), (expected_index, expected_probability) = (tree.stratified(strata) for tree in (compiled, batched))
+        assert torch.equal(index, expected_index)
+        assert torch.allclose(probability, expected_probability, rtol=1e-12, atol=0)
+
+
+def test_sumtree_checkpoint_moves_between_kernels():
+    """A GPU run's tree (torch kernel, its fanout) resumed on a CPU (compiled kernel, another fanout): the
+    inner sums are rebuilt from the leaves."""
+    batched, compiled = SumTree(5000, kernel="torch"), SumTree(5000, kernel="numba")
+    assert batched.fanout != compiled.fanout
+    batched.update(torch.arange(0, 5000, 3), torch.rand(1667))
+    compiled.load_state_dict(batched.state_dict())
+    assert torch.equal(compiled.leaves, batched.leaves)
+    assert compiled.total().item() == pytest.approx(batched.total().item(), rel=1e-12)
+    u = torch.rand(500, dtype=torch.float64) * batched.total()
+    assert torch.equal(compiled.find(u), batched.find(u))
 
 
 def filled_prioritized(alpha=0.6, beta=0.4):

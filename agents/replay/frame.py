@@ -341,7 +341,7 @@ class FrameReplay:
             "action": self.action.cpu(),
             "reward": self.reward.cpu(),
             "flags": self.flags.cpu(),
-            "tree": {k: v.cpu() for k, v in self.tree.state_dict().items()},
+            "tree": self.tree.state_dict(),
             "count": self.count.copy(),
             "episode_start": self.episode_start.copy(),
             "steps_added": self.steps_added,

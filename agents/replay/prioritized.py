@@ -52,13 +52,9 @@ class PrioritizedReplay(FrameReplay):
         self.beta_now.fill_(self.beta())
 
     def draw(self, batch_size: int) -> Batch:
-        total = self.tree.total()
-        # Stratified: one sample from each of batch_size equal segments of the priority mass.
         u = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
-        strata = torch.arange(batch_size, device=self.device, dtype=torch.float64)
-        index = self.tree.find((strata + u) * (total / batch_size))
+        index, probability = self.tree.stratified(u)
         batch = self._gather(index)
-        probability = self.tree.get(index).double() / total
         weight = (probability / probability.min()) ** -self.beta_now
         batch.weight = weight.float()
         return batch

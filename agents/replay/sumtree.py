@@ -1,39 +1,57 @@
-"""A sum tree over non-negative priorities, vectorised in torch and resident on any device.
+"""A sum tree over non-negative priorities, resident on any device.
 
 Sampling index i with probability p_i / sum(p) is a descent from the root: at each node, pick the
-child whose cumulative sum first exceeds the remaining prefix sum. The tree is wide (fanout about
-the cube root of the capacity: 128 for a million leaves) rather than binary, because on a CPU each
-torch call costs microseconds whatever its size: 3 batched levels beat 20.
+child whose cumulative sum first exceeds the remaining prefix sum. Leaves are float32 (the stored
+priorities); internal sums are float64, recomputed from their children on every update rather than
+patched by deltas, so rounding never accumulates.
 
-Leaves are float32 (the stored priorities); internal sums are float64, recomputed from their children
-on every update rather than patched by deltas, so rounding never accumulates.
+Two kernels walk the same storage, because a torch call costs microseconds on a CPU whatever its size:
+- torch (the GPU's): each level is a few batched torch calls with no host synchronisation, so that a
+  CUDA graph can capture them; the tree is wide (fanout about the cube root of the capacity, 128 for a
+  million leaves) so that 3 levels, not 20, pay those calls.
+- numba (the CPU's): one compiled loop per operation over the same tensors' memory, paying per element
+  instead, with 16 children per node; a batch of 32 is found and updated about 10x faster than with
+  the torch kernel on the same CPU (scripts/bench/per.py, results/bench/per.json).
+Both run on a CPU, where the tests hold them to each other.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
+import numpy as np
 import torch
+
+KERNELS = ("numba", "torch")
 
 
 class SumTree:
-    def __init__(self, capacity: int, device: str | torch.device = "cpu", fanout: int | None = None):
+    def __init__(self, capacity: int, device: str | torch.device = "cpu", fanout: int | None = None,
+                 kernel: str | None = None):
         if capacity < 1:
             raise ValueError(f"SumTree capacity must be >= 1, got {capacity}")
+        self.device = torch.device(device)
+        self.kernel = kernel or ("numba" if self.device.type == "cpu" else "torch")
+        if self.kernel not in KERNELS or (self.kernel == "numba" and self.device.type != "cpu"):
+            raise ValueError(f"SumTree kernel {self.kernel!r} on {self.device}; allowed: 'torch', or 'numba' on a CPU")
         if fanout is None:
-            fanout = default_fanout(capacity)
+            fanout = default_fanout(capacity, self.kernel)
         if fanout < 2:
             raise ValueError(f"SumTree fanout must be >= 2, got {fanout}")
         self.capacity = capacity
         self.fanout = fanout
-        self.device = torch.device(device)
         # levels[0] are the leaves; every level but the top has a length that is a multiple of fanout.
         sizes = [_round_up(capacity, fanout)]
         while sizes[-1] > fanout:
             parents = sizes[-1] // fanout
             sizes.append(parents if parents <= fanout else _round_up(parents, fanout))
-        self.levels = [torch.zeros(sizes[0], dtype=torch.float32, device=self.device)]
-        self.levels += [torch.zeros(s, dtype=torch.float64, device=self.device) for s in sizes[1:]]
+        # The inner levels are views of one tensor: what a checkpoint saves, and what the CPU kernel walks.
+        self.parents = torch.zeros(sum(sizes[1:]), dtype=torch.float64, device=self.device)
+        self.levels = [torch.zeros(sizes[0], dtype=torch.float32, device=self.device), *self.parents.split(sizes[1:])]
+        offsets = np.cumsum([0, *sizes[1:]])  # where each inner level starts in `parents`
+        if self.kernel == "numba":  # the storage as the compiled loops take it (views: no copies)
+            self._host = (self.levels[0].numpy(), self.parents.numpy(), offsets, fanout)
 
     @property
     def leaves(self) -> torch.Tensor:
@@ -41,13 +59,19 @@ class SumTree:
 
     def total(self) -> torch.Tensor:
         """Sum of all priorities (a float64 scalar tensor on the tree's device)."""
-        return self.levels[-1].sum()
+        return self.levels[-1].sum(dtype=torch.float64)  # the leaves are the top in a tree of one level
 
     def get(self, indices: torch.Tensor) -> torch.Tensor:
         return self.levels[0][indices]
 
     def update(self, indices: torch.Tensor, priorities: torch.Tensor) -> None:
         """Set leaves[indices] = priorities. Where an index repeats, its last priority wins."""
+        if self.kernel == "numba":
+            indices, priorities = _host_array(indices, np.int64), _host_array(priorities, np.float32)
+            if indices.size != priorities.size:
+                raise ValueError(f"{indices.size} indices for {priorities.size} priorities")
+            _update_loops(*self._host, indices, priorities)
+            return
         indices = torch.as_tensor(indices, device=self.device).long().reshape(-1)
         priorities = torch.as_tensor(priorities, device=self.device, dtype=torch.float32).reshape(-1)
         if indices.numel() == 0:
@@ -66,6 +90,8 @@ class SumTree:
         Leaves of priority 0 are never returned; a u at or past the total (rounding) returns the last
         leaf of positive priority.
         """
+        if self.kernel == "numba":
+            return torch.from_numpy(_find_loops(*self._host, _host_array(prefix_sums, np.float64)))
         u = torch.as_tensor(prefix_sums, device=self.device, dtype=torch.float64).reshape(-1).clone()
         top = self.levels[-1]
         node = torch.zeros_like(u, dtype=torch.long)
@@ -77,21 +103,35 @@ class SumTree:
             node, u = _descend(block, u, node, self.fanout)
         return node
 
+    def stratified(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Proportional sampling with one draw from each of B equal segments of the mass (Schaul et al.
+        2016): for uniform u in [0, 1)^B, the leaves found at prefix sums (k + u_k) * total / B, and their
+        probabilities p_i / total (float64)."""
+        if self.kernel == "numba":
+            index, probability = _stratified_loops(*self._host, _host_array(u, np.float64))
+            return torch.from_numpy(index), torch.from_numpy(probability)
+        u = u.to(self.device, torch.float64).reshape(-1)
+        total = self.total()
+        strata = torch.arange(u.numel(), device=self.device, dtype=torch.float64)
+        index = self.find((strata + u) * (total / u.numel()))
+        return index, self.get(index).double() / total
+
     def state_dict(self) -> dict:
-        # The inner sums are saved, not recomputed at load: a level summed whole may add in another order
-        # than `update`'s sums of a few rows (reduction kernels are chosen by shape on a GPU), and an exact
-        # resume needs the same bits.
-        parents = torch.cat(self.levels[1:]) if len(self.levels) > 1 else torch.zeros(0, dtype=torch.float64)
-        return {"leaves": self.levels[0].clone(), "parents": parents}  # cat: already a copy
+        """Copies on the CPU. The inner sums are saved, not recomputed at load: a level summed whole may
+        add in another order than `update`'s sums of a few rows (reduction kernels are chosen by shape on
+        a GPU), and an exact resume needs the same bits."""
+        return {"leaves": self.levels[0].to("cpu", copy=True), "parents": self.parents.to("cpu", copy=True),
+                "fanout": self.fanout}
 
     def load_state_dict(self, state: dict) -> None:
-        self.levels[0].copy_(state["leaves"].to(self.device))
-        if "parents" in state:
-            parents = state["parents"].to(self.device)
-            for level, saved in zip(self.levels[1:], parents.split([level.numel() for level in self.levels[1:]])):
-                level.copy_(saved)
+        # Leaves past the capacity are never written: a tree of another fanout pads them to another length.
+        self.levels[0][: self.capacity].copy_(state["leaves"][: self.capacity].to(self.device))
+        saved_fanout = state.get("fanout", default_fanout(self.capacity))  # older checkpoints: the torch default
+        if "parents" in state and saved_fanout == self.fanout:
+            self.parents.copy_(state["parents"].to(self.device))
             return
-        # A checkpoint written before the sums were saved: rebuilt from the leaves.
+        # A checkpoint written before the sums were saved, or by a tree of another fanout (the other
+        # kernel's default: a run moved between a GPU and a CPU): rebuilt from the leaves.
         for child, parent in zip(self.levels[:-1], self.levels[1:]):
             sums = child.view(-1, self.fanout).sum(1, dtype=torch.float64)
             parent.zero_()
@@ -125,14 +165,105 @@ def _last_per_index(indices: torch.Tensor, values: torch.Tensor):
     return indices, torch.empty_like(values).index_copy_(0, order, values[order[last[run]]])
 
 
-def default_fanout(capacity: int) -> int:
-    """About the cube root of the capacity, a power of two: three levels for any capacity.
-
-    Measured on a 2-core CPU at 1M leaves, a batch of 32 descends fastest at 128: wider rows cost
-    more arithmetic per level, more levels cost more torch calls.
-    """
+def default_fanout(capacity: int, kernel: str = "torch") -> int:
+    """The torch kernel: about the cube root of the capacity, a power of two, for three levels at any
+    capacity (each level is a few torch calls, each costing microseconds on a CPU; measured on a 2-core
+    CPU at 1M leaves, a batch of 32 descends fastest at 128). The compiled CPU kernel pays per element
+    instead: 16 children per node did least work at 1M leaves (8 to 128 measured)."""
+    if kernel == "numba":
+        return 16
     return 1 << max(4, math.ceil(math.log2(round(capacity ** (1 / 3)) or 1)))
 
 
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
+
+
+# ---------------------------------------------------------------- CPU kernels (compiled loops)
+# They give the torch kernel's results: the same descent rule, with every sum in float64 added in
+# index order (as a CPU cumsum does), so they may differ from the torch kernel only in the last bit of
+# an inner sum.
+
+
+def _host_array(x, dtype) -> np.ndarray:
+    """A flat numpy array of a CPU tensor or array-like: a view where the dtype already matches."""
+    return np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x, dtype=dtype).reshape(-1)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=True)  # indices come from the caller: no stray writes
+def _update_loops(leaves, parents, offsets, fanout, indices, priorities):
+    for k in range(indices.size):  # in order: where an index repeats, its last priority stays
+        leaves[indices[k]] = priorities[k]
+    for k in range(indices.size):
+        node = indices[k]
+        for level in range(1, offsets.size):  # inner level i lies at parents[offsets[i - 1]:offsets[i]]
+            first_child = (node // fanout) * fanout
+            if level == 1:
+                total = _row_sum(leaves, first_child, fanout)
+            else:
+                total = _row_sum(parents, offsets[level - 2] + first_child, fanout)
+            node //= fanout
+            parents[offsets[level - 1] + node] = total
+
+
+@numba.njit(cache=True, nogil=True)
+def _find_loops(leaves, parents, offsets, fanout, prefix_sums):
+    top = offsets.size - 1
+    top_width = leaves.size if top == 0 else offsets[top] - offsets[top - 1]
+    top_total = _total(leaves, parents, offsets)
+    out = np.empty(prefix_sums.size, dtype=np.int64)
+    for k in range(prefix_sums.size):
+        u, node, total = prefix_sums[k], 0, top_total
+        for level in range(top, -1, -1):
+            # A row's total is its parent's sum, added in the same order (or, after a checkpoint of
+            # the torch kernel, within the margin that _pick keeps).
+            start, width = (0, top_width) if level == top else (node * fanout, fanout)
+            if level == 0:
+                child, u = _pick(leaves, start, width, u, total)
+                total = leaves[start + child]
+            else:
+                child, u = _pick(parents, offsets[level - 1] + start, width, u, total)
+                total = parents[offsets[level - 1] + start + child]
+            node = start + child
+        out[k] = node
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _stratified_loops(leaves, parents, offsets, fanout, u):
+    total = _total(leaves, parents, offsets)
+    prefix_sums = np.empty(u.size)
+    for k in range(u.size):
+        prefix_sums[k] = (k + u[k]) * (total / u.size)
+    index = _find_loops(leaves, parents, offsets, fanout, prefix_sums)
+    probability = np.empty(u.size)
+    for k in range(u.size):
+        probability[k] = leaves[index[k]] / total
+    return index, probability
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _total(leaves, parents, offsets):
+    """The sum of the top level (the leaves, in a tree of one level)."""
+    top = offsets.size - 1
+    return _row_sum(leaves, 0, leaves.size) if top == 0 else _row_sum(parents, offsets[top - 1], offsets[top] - offsets[top - 1])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_sum(row, start, width):
+    total = 0.0
+    for j in range(start, start + width):
+        total += row[j]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pick(row, start, width, u, total):
+    """The first child whose cumulative sum exceeds u, and u less the children before it (_descend)."""
+    u = min(u, total * (1 - 1e-12))
+    before = 0.0
+    for j in range(width):
+        if before + row[start + j] > u:
+            return j, u - before
+        before += row[start + j]
+    return width - 1, u - (before - row[start + width - 1])

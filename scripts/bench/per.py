@@ -1,5 +1,13 @@
-"""Prioritized replay: sample(32) + update_priorities(32) per second at capacity 1,000,000, beside a
-straightforward pure-Python binary sum tree of the same capacity, in the same run.
+"""Prioritized replay at capacity 1,000,000, beside a straightforward pure-Python binary sum tree of the
+same capacity, in the same run, rounds per second:
+
+- tree: what the pure-Python tree's round does, on the suite's SumTree: 32 stratified prefix sums
+  found, their probabilities read, 32 priorities written (the project's 20x target);
+- tree_torch_kernel: the same on the tree's batched torch kernel (the GPU's), run on this CPU;
+- compiled_loops_only: the CPU kernel's two compiled calls alone, on numpy arrays made beforehand
+  (what the tree round costs without the torch calls around them);
+- replay: PrioritizedReplay.sample(32) (frame stacks, n-step returns, importance weights) +
+  update_priorities(32), every frame written first (an unwritten page costs a fault at each read).
 
     python scripts/bench/per.py [--seconds 20]   -> results/bench/per.json
     python scripts/bench/per.py --device cuda --out per_gpu   (the tree and the frames on the GPU)
@@ -19,7 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, rate, write  # noqa: E402
 
-from agents.replay import PrioritizedReplay  # noqa: E402
+from agents.replay import PrioritizedReplay, SumTree  # noqa: E402
+from agents.replay.sumtree import _stratified_loops, _update_loops  # noqa: E402
 
 CAPACITY, BATCH = 1_000_000, 32
 
@@ -62,6 +71,31 @@ def python_round(tree: PythonSumTree, rng: random.Random) -> None:
         tree.update(i, rng.random() + 1e-6)
 
 
+def tree_round(tree: SumTree, generator: torch.Generator) -> None:
+    """python_round on the suite's tree: 32 stratified finds with their probabilities (as a PER sample
+    draws them), then 32 updates."""
+    index, _ = tree.stratified(torch.rand(BATCH, generator=generator, dtype=torch.float64, device=tree.device))
+    tree.update(index, torch.rand(BATCH, generator=generator, device=tree.device) + 1e-6)
+
+
+def filled_replay(priorities: np.ndarray, device: str) -> PrioritizedReplay:
+    replay = PrioritizedReplay(CAPACITY, 1, obs_shape=(84, 84), stack=4, seed=0, alpha=0.6, beta=0.4,
+                               beta_steps=CAPACITY, device=device)
+    # Every slot's metadata as if a million steps of one long episode had been added, and every frame
+    # written (with a pattern: zero pages would be shared and cached).
+    replay.store.data[:-1] = torch.arange(84 * 84, device=device).to(torch.uint8)
+    replay.count[:] = CAPACITY + 10
+    replay.flags.zero_()
+    replay.host_flags[...] = 0
+    replay.host_flags[0] = 4  # FIRST
+    replay.flags[0] = 4
+    replay.episode_start[:] = False
+    replay.tree.update(torch.arange(CAPACITY), torch.as_tensor(priorities, dtype=torch.float32))
+    replay.refreshed_head = replay._head()
+    replay.steps_added = CAPACITY
+    return replay
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -70,43 +104,63 @@ def main() -> None:
     parser.add_argument("--out", default="per", help="results/bench/<out>.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    priorities = np.random.default_rng(0).random(CAPACITY) + 1e-3
 
-    replay = PrioritizedReplay(CAPACITY, 1, obs_shape=(84, 84), stack=4, seed=0, alpha=0.6, beta=0.4, beta_steps=CAPACITY,
-                               device=args.device)
-    # Fill every slot's metadata (frames stay unwritten: sampling cost does not depend on their content).
-    replay.count[:] = CAPACITY + 10
-    replay.flags.zero_()
-    replay.host_flags[...] = 0
-    replay.host_flags[0] = 4  # FIRST
-    replay.flags[0] = 4
-    replay.episode_start[:] = False
-    rng = np.random.default_rng(0)
-    replay.tree.update(torch.arange(CAPACITY), torch.as_tensor(rng.random(CAPACITY) + 1e-3, dtype=torch.float32))
-    replay.refreshed_head = replay._head()
-    replay.steps_added = CAPACITY
+    replay = filled_replay(priorities, args.device)
 
-    def ours():
+    def replay_round():
         batch = replay.sample(BATCH)
         replay.update_priorities(batch.index, torch.rand(BATCH, device=args.device))
 
-    tree = PythonSumTree(CAPACITY)
-    for i, p in enumerate(rng.random(CAPACITY) + 1e-3):
-        tree.update(i, float(p))
+    trees = {"tree": SumTree(CAPACITY, args.device)}
+    if args.device == "cpu":
+        trees["tree_torch_kernel"] = SumTree(CAPACITY, args.device, kernel="torch")
+    for tree in trees.values():
+        tree.update(torch.arange(CAPACITY), torch.as_tensor(priorities, dtype=torch.float32))
+    generator = torch.Generator(device=args.device).manual_seed(0)
+    python_tree = PythonSumTree(CAPACITY)
+    for i, p in enumerate(priorities):
+        python_tree.update(i, float(p))
     prng = random.Random(0)
-    ours_rates, python_rates = [], []
-    for _ in range(args.repeats):  # interleaved, so that machine noise hits both alike
-        ours_rates.append(rate(ours, args.seconds))
-        python_rates.append(rate(lambda: python_round(tree, prng), args.seconds))
+
+    rounds = {"pure_python_sum_tree": lambda: python_round(python_tree, prng), "replay": replay_round}
+    rounds.update({name: (lambda tree=tree: tree_round(tree, generator)) for name, tree in trees.items()})
+    if trees["tree"].kernel == "numba":
+        rng = np.random.default_rng(1)
+        draws = [(rng.random(BATCH), rng.random(BATCH).astype(np.float32) + 1e-6) for _ in range(1024)]
+        turn = iter(range(2**62))
+
+        def loops_round():
+            u, new = draws[next(turn) % len(draws)]
+            index, _ = _stratified_loops(*trees["tree"]._host, u)
+            _update_loops(*trees["tree"]._host, index, new)
+
+        rounds["compiled_loops_only"] = loops_round
+    rates = {name: [] for name in rounds}
+    for _ in range(args.repeats):  # interleaved, so that machine noise hits all alike
+        for name, fn in rounds.items():
+            rates[name].append(rate(fn, args.seconds))
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    python = median["pure_python_sum_tree"]
     result = {
         "capacity": CAPACITY,
         "batch": BATCH,
         "device": args.device,
-        "what": "sample(32) (with stack and n-step gathers and importance weights) + update_priorities(32), per second",
-        "ours_per_second": round(statistics.median(ours_rates), 1),
-        "pure_python_sum_tree_per_second": round(statistics.median(python_rates), 1),
-        "speedup": round(statistics.median(ours_rates) / statistics.median(python_rates), 2),
+        "tree_kernel": trees["tree"].kernel,
+        "tree_fanout": trees["tree"].fanout,
+        "what": {
+            "pure_python_sum_tree": "binary tree in Python lists: total, 32 stratified finds, their probabilities, 32 updates",
+            "tree": "the same round on the suite's SumTree (its default kernel on this device)",
+            "tree_torch_kernel": "the same round on the SumTree's batched torch kernel (the GPU's), on this CPU",
+            "compiled_loops_only": "the tree round's two compiled calls alone, on numpy arrays made beforehand",
+            "replay": "PrioritizedReplay.sample(32) (frame stacks, n-step returns, importance weights) + update_priorities(32)",
+        },
+        **{f"{name}_per_second": round(value, 1) for name, value in median.items()},
+        "speedup": round(median["tree"] / python, 2),
+        **({"torch_kernel_speedup": round(median["tree_torch_kernel"] / python, 2)} if "tree_torch_kernel" in median else {}),
+        "replay_speedup": round(median["replay"] / python, 2),
         "repeats": args.repeats,
-        "note": "the pure-Python tree only finds and updates 32 indices; ours also gathers the frame stacks and n-step returns",
+        "command": "python " + " ".join(sys.argv),
         "machine": machine(),
     }
     write(args.out, result)
