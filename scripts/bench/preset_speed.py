@@ -3,6 +3,8 @@ hours its whole budget takes at that speed: the figure behind the GPU-hours of t
 presets whose ratio is not Nature DQN's (`der` updates at every agent step). Evaluation is not counted.
 
     python scripts/bench/preset_speed.py der --game freeway                       # this CPU, eager
+    python scripts/bench/preset_speed.py der --game freeway --threads 2 \
+        --variants eager,compiled --out der_cpu_2threads                          # both cores, one run
     python scripts/bench/preset_speed.py der --game freeway --device cuda \\
         --variants eager,cuda_graph --out der_gpu                                 # -> results/bench/der_gpu.json
 """
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=400, help="agent steps of learning before timing")
     parser.add_argument("--measure", type=int, default=2_000, help="agent steps timed")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU")
     parser.add_argument("--out", default=None, help="results/bench/<out>.json (default: <preset>_<device>)")
     args = parser.parse_args()
     names = args.variants.split(",")
@@ -45,7 +48,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     if args.device == "cpu":
-        torch.set_num_threads(1)
+        torch.set_num_threads(args.threads)
     budget = cfg.resolve(args.preset, {"env.game": args.game}).train.steps
     overrides = {"env.game": args.game, "train.device": args.device}
     rates = {n: [] for n in names}
@@ -55,7 +58,7 @@ def main() -> None:
     median = {n: round(statistics.median(r), 1) for n, r in rates.items()}
     write(args.out or f"{args.preset}_{args.device}", {
         "what": f"{args.preset} on {args.game}, its own settings, device {args.device}"
-                f"{' (1 torch thread)' if args.device == 'cpu' else ''}: agent steps per second over {args.measure:,} "
+                f"{f' ({args.threads} torch threads)' if args.device == 'cpu' else ''}: agent steps per second over {args.measure:,} "
                 f"steps after {args.learn_start:,} steps before learning and {args.warm:,} of learning; median of "
                 f"{args.repeats} alternated repeats; hours_per_run = the preset's {budget:,} steps at that speed, "
                 "evaluation not counted",
