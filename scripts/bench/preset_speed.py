@@ -3,8 +3,8 @@ hours its whole budget takes at that speed: the figure behind the GPU-hours of t
 presets whose ratio is not Nature DQN's (`der` updates at every agent step). Evaluation is not counted.
 
     python scripts/bench/preset_speed.py der --game freeway                       # this CPU, eager
-    python scripts/bench/preset_speed.py der --game freeway --threads 2 \
-        --variants eager,compiled --out der_cpu_2threads                          # both cores, one run
+    python scripts/bench/preset_speed.py der --game freeway --threads 1,2 \
+        --out der_cpu_threads                                                      # one run on 1 and on 2 cores
     python scripts/bench/preset_speed.py der --game freeway --device cuda \\
         --variants eager,cuda_graph --out der_gpu                                 # -> results/bench/der_gpu.json
 """
@@ -40,25 +40,27 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=400, help="agent steps of learning before timing")
     parser.add_argument("--measure", type=int, default=2_000, help="agent steps timed")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU")
+    parser.add_argument("--threads", default="1", help="torch threads on a CPU, comma-separated to compare")
     parser.add_argument("--out", default=None, help="results/bench/<out>.json (default: <preset>_<device>)")
     args = parser.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    if args.device == "cpu":
-        torch.set_num_threads(args.threads)
+    threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [None]
+    runs = {(n if len(threads) == 1 else f"{n}, {t} threads"): (n, t) for n in names for t in threads}
     budget = cfg.resolve(args.preset, {"env.game": args.game}).train.steps
     overrides = {"env.game": args.game, "train.device": args.device}
-    rates = {n: [] for n in names}
+    rates = {key: [] for key in runs}
     for _ in range(args.repeats):  # alternated, so that machine noise hits every variant alike
-        for n in names:
-            rates[n].append(loop_rate(args.preset, overrides | VARIANTS[n], args.learn_start, args.warm, args.measure))
+        for key, (n, t) in runs.items():
+            if t is not None:
+                torch.set_num_threads(t)
+            rates[key].append(loop_rate(args.preset, overrides | VARIANTS[n], args.learn_start, args.warm, args.measure))
     median = {n: round(statistics.median(r), 1) for n, r in rates.items()}
     write(args.out or f"{args.preset}_{args.device}", {
         "what": f"{args.preset} on {args.game}, its own settings, device {args.device}"
-                f"{f' ({args.threads} torch threads)' if args.device == 'cpu' else ''}: agent steps per second over {args.measure:,} "
+                f"{f' (torch threads: {args.threads})' if args.device == 'cpu' else ''}: agent steps per second over {args.measure:,} "
                 f"steps after {args.learn_start:,} steps before learning and {args.warm:,} of learning; median of "
                 f"{args.repeats} alternated repeats; hours_per_run = the preset's {budget:,} steps at that speed, "
                 "evaluation not counted",
