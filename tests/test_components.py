@@ -344,3 +344,31 @@ def test_centered_rmsprop_against_the_formula():
 def test_switches_that_do_not_compose_are_refused(switches, message):
     errors = AgentConfig(**switches).validate()
     assert any(message in e for e in errors), errors
+
+
+def test_prioritized_replay_draws_the_same_batches_on_either_tree_kernel():
+    """A whole prioritized stream (adds with episode ends, samples, priority updates) on the CPU's compiled
+    tree and on the GPU's torch tree, run on this CPU: the same transitions and weights at every step."""
+    def stream(kernel):
+        replay = PrioritizedReplay(1_000, 2, obs_shape=(4,), stack=4, n_step=5, seed=0, alpha=0.5, beta=0.4,
+                                   beta_steps=800)
+        replay.tree = SumTree(replay.capacity, "cpu", kernel=kernel)
+        rng, g = np.random.default_rng(0), torch.Generator().manual_seed(1)
+        obs = np.zeros((2, 4, 4), np.uint8)
+        obs[:, -1] = 1
+        batches = []
+        for t in range(800):
+            nxt = np.concatenate([obs[:, 1:], rng.integers(1, 255, (2, 1, 4), dtype=np.uint8)], 1)
+            terminated = rng.random(2) < 0.02
+            replay.add(obs, rng.integers(4, size=2), rng.normal(size=2), terminated, np.zeros(2, bool), nxt)
+            obs = nxt.copy()
+            obs[terminated, :-1] = 0
+            if t >= 50:
+                batch = replay.sample(32)
+                batches.append((batch.index, batch.weight))
+                replay.update_priorities(batch.index, torch.rand(32, generator=g) * 5)
+        return batches
+
+    for (index, weight), (expected_index, expected_weight) in zip(stream("numba"), stream("torch"), strict=True):
+        assert torch.equal(index, expected_index)
+        assert torch.allclose(weight, expected_weight, rtol=1e-6, atol=0)
