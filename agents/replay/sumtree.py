@@ -10,8 +10,8 @@ Two kernels walk the same storage, because a torch call costs microseconds on a 
   CUDA graph can capture them; the tree is wide (fanout about the cube root of the capacity, 128 for a
   million leaves) so that 3 levels, not 20, pay those calls.
 - numba (the CPU's): one compiled loop per operation over the same tensors' memory, paying per element
-  instead, with 16 children per node; a batch of 32 is found and updated about 10x faster than with
-  the torch kernel on the same CPU (scripts/bench/per.py, results/bench/per.json).
+  instead, with 16 children per node; a batch of 32 is found and updated 10-14x faster than with
+  the torch kernel on the same CPU (scripts/bench/per.py; 14x in results/bench/per.json).
 Both run on a CPU, where the tests hold them to each other.
 """
 
