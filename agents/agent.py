@@ -19,7 +19,7 @@ from torch import nn
 
 from agents import losses
 from agents.config import AgentConfig
-from agents.networks import CosineEmbedding, Head, QNetwork, build_torso, column_major_weights
+from agents.networks import CosineEmbedding, Head, QNetwork, build_torso
 from agents.optim import LinearSchedule, build_optimizer
 from agents.replay.frame import Batch
 
@@ -48,8 +48,6 @@ class DQNAgent:
             raise ValueError("; ".join(errors))
         self.config, self.n_actions, self.device = config, n_actions, torch.device(device)
         self.online = build_network(config, obs_shape, stack, n_actions).to(self.device)
-        if self.device.type == "cpu":  # MKL's faster layout for x W^T (GPUs: cuBLAS takes either alike)
-            column_major_weights(self.online)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer = build_optimizer(self.online.parameters(), config.optimizer, config.learning_rate,
                                          config.optimizer_eps, config.rmsprop_decay, config.rmsprop_momentum)

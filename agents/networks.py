@@ -129,20 +129,6 @@ def linear(in_features: int, out_features: int, noisy: bool, sigma0: float) -> n
     return NoisyLinear(in_features, out_features, sigma0) if noisy else nn.Linear(in_features, out_features)
 
 
-def column_major_weights(module: nn.Module) -> nn.Module:
-    """Stores the weight [out, in] of every linear layer (plain or noisy) column-major: the same values,
-    shapes and state_dict, but F.linear's x W^T is then a product with a contiguous [in, out] matrix.
-    On this project's 2-core Xeon, MKL takes 4.7x longer for [32, 1024] x W^T with W row-major than
-    with W column-major, and a whole update of the Nature network 13% longer
-    (scripts/bench/linear_layout.py). Done before an optimizer holds the parameters."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Linear, NoisyLinear)):
-            for name, weight in list(layer.named_parameters(recurse=False)):
-                if weight.dim() == 2 and weight.stride(0) != 1:
-                    setattr(layer, name, nn.Parameter(weight.detach().t().contiguous().t(), weight.requires_grad))
-    return module
-
-
 # ------------------------------------------------------------------ heads
 class Head(nn.Module):
     """Features [B, D] -> outputs [B, A, K] through one hidden layer; dueling or plain.

@@ -1,6 +1,5 @@
 """The DQN family's components against hand-worked examples and naive implementations."""
 
-import copy
 import math
 
 import numpy as np
@@ -9,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents import AgentConfig, DQNAgent, build_network
+from agents import AgentConfig
 from agents.losses import (
     categorical_projection,
     greedy_bootstrap,
@@ -17,7 +16,7 @@ from agents.losses import (
     quantile_huber_loss,
     td_target,
 )
-from agents.networks import Head, NoisyLinear, column_major_weights, dueling_aggregate
+from agents.networks import Head, NoisyLinear, dueling_aggregate
 from agents.optim import CenteredRMSprop
 from agents.replay import PrioritizedReplay, SumTree
 from agents.replay.sumtree import KERNELS
@@ -170,43 +169,6 @@ def test_noisy_linear_noise_is_factorised():
     out = layer(torch.cat([torch.eye(5), torch.zeros(1, 5)]))  # one forward pass: one draw of noise
     w = (out[:5] - out[5]).T  # the noisy weight matrix, without its bias
     assert torch.linalg.matrix_rank(w) == 1  # f(eps_out) f(eps_in)^T
-
-
-# ------------------------------------------------------------------ weight layout
-@pytest.mark.parametrize("noisy", [False, True])
-def test_column_major_weights_change_the_layout_not_the_network(noisy):
-    torch.manual_seed(0)
-    config = AgentConfig(network="mlp", mlp_hidden=[64], hidden=32, noisy=noisy, dueling=True,
-                         distributional="c51", num_atoms=5, epsilon_start=0.0, epsilon_end=0.0)
-    row = build_network(config, (8,), 1, 3)
-    col = column_major_weights(copy.deepcopy(row))
-    weights = [(name, p) for name, p in col.named_parameters() if p.dim() == 2]
-    assert len(weights) >= 4 and all(p.stride() == (1, p.shape[0]) for _, p in weights)
-    assert {k: v.shape for k, v in col.state_dict().items()} == {k: v.shape for k, v in row.state_dict().items()}
-    assert all(torch.equal(a, b) for a, b in zip(row.state_dict().values(), col.state_dict().values()))
-    x = torch.randn(16, 1, 8)
-    row.eval(), col.eval()
-    assert torch.allclose(row(x), col(x), atol=1e-6)
-    # It survives a copy (the target network) and a load from a row-major state_dict (checkpoints).
-    assert copy.deepcopy(col).state_dict()[weights[0][0]].stride() == weights[0][1].stride()
-    col.load_state_dict(row.state_dict())
-    assert weights[0][1].stride() == (1, weights[0][1].shape[0])
-    # Gradient steps move both alike.
-    col.train(), row.train()
-    for net in (row, col):
-        torch.manual_seed(1)  # the same noise in noisy layers
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-        for _ in range(3):
-            optimizer.zero_grad()
-            net(x).square().mean().backward()
-            optimizer.step()
-    for (name, a), b in zip(row.named_parameters(), col.parameters()):
-        assert torch.allclose(a, b, atol=1e-5), name
-    # The agent on a CPU builds it so, before its optimizer and its target network.
-    agent = DQNAgent(config, (8,), 1, 3, "cpu", seed=0)
-    assert all(p.stride(0) == 1 for p in agent.online.parameters() if p.dim() == 2)
-    assert all(p.stride(0) == 1 for p in agent.target.parameters() if p.dim() == 2)
-    assert {id(p) for p in agent.online.parameters()} == {id(p) for g in agent.optimizer.param_groups for p in g["params"]}
 
 
 # ------------------------------------------------------------------ sum tree and prioritized replay
