@@ -1,13 +1,16 @@
 """Figure 1 of Andrychowicz et al. 2017 on a CPU: success rate against the number of bits, DQN with and
 without hindsight experience replay.
 
-    python scripts/experiments/her_bitflip.py --bits 10 15 20 25 30 --seeds 0 1 2 --epochs 6
+    python scripts/experiments/her_bitflip.py --bits 10 15 20 25 30 40 50 --seeds 0 1 2 --epochs 6
+    python scripts/experiments/her_bitflip.py --bits 40 50 --seeds 0 1 2 --epochs 24 --presets her_bitflip \
+        --runs runs/her_long --out results/her_bitflip_24_epochs
 
 Each run is the her_bitflip or dqn_bitflip preset on bitflip<n>, with the paper's cycle (16 episodes,
 40 updates) scaled to n, for `epochs` epochs of 50 cycles (800 n agent steps each). The success rate is
 that of the final evaluation (100 greedy episodes; an episode succeeds when its return is above -n).
-Runs go to runs/her_bitflip/ (not committed), two at a time with one torch thread each; the table goes
-to results/her_bitflip.csv and the figure to results/her_bitflip.png.
+Runs go to runs/her_bitflip/ (not committed; a run with a summary there is not run again), two at a time
+with one torch thread each; the table goes to <out>/her_bitflip.csv and the figure to
+<out>/her_bitflip.png (default: results/).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for her, label, color in ((True, "DQN + HER", "C0"), (False, "DQN", "C3")):
         mine = [r for r in rows if r["her"] == her]
+        if not mine:
+            continue
         bits = sorted({r["bits"] for r in mine})
         rates = [[r["success_rate"] for r in mine if r["bits"] == n] for n in bits]
         ax.plot(bits, [np.mean(x) for x in rates], "-o", color=color, label=label)
@@ -79,12 +84,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--presets", nargs="+", default=["her_bitflip", "dqn_bitflip"], choices=["her_bitflip", "dqn_bitflip"])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "her_bitflip")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
 
     jobs = [(preset, n, seed) for n in sorted(args.bits, reverse=True) for seed in args.seeds
-            for preset in ("her_bitflip", "dqn_bitflip")]
+            for preset in args.presets]
     with ThreadPoolExecutor(args.parallel) as pool:
         dirs = list(pool.map(lambda job: run_one(*job, args.epochs, args.runs), jobs))
     rows = [{"bits": n, "her": preset == "her_bitflip", "seed": seed, "success_rate": final_success_rate(d, n)}
@@ -99,7 +105,7 @@ def main() -> None:
     for n in sorted({r["bits"] for r in rows}):
         her = [r["success_rate"] for r in rows if r["bits"] == n and r["her"]]
         dqn = [r["success_rate"] for r in rows if r["bits"] == n and not r["her"]]
-        print(f"n = {n:3d}: DQN + HER {np.mean(her):.2f}   DQN {np.mean(dqn):.2f}")
+        print(f"n = {n:3d}: DQN + HER {np.mean(her) if her else float('nan'):.2f}   DQN {np.mean(dqn) if dqn else float('nan'):.2f}")
 
 
 if __name__ == "__main__":
