@@ -76,12 +76,16 @@ def load_run(path: Path) -> Run:
         raise ReportError(f"run folder {path} lacks {', '.join(missing)} (is the run finished?)")
     config = load_run_config(path / "config.toml")
     summary = json.loads((path / "summary.json").read_text())
+    return Run(path, config, summary, eval_curve(path))
+
+
+def eval_curve(path: Path) -> list[tuple[int, float]]:
+    """(frames, mean return of the evaluation games at those frames) from a run folder's eval.csv."""
     by_frames = defaultdict(list)
     with open(path / "eval.csv") as f:
         for row in csv.DictReader(f):
             by_frames[int(row["frames"])].append(float(row["return"]))
-    curve = [(frames, float(np.mean(v))) for frames, v in sorted(by_frames.items())]
-    return Run(path, config, summary, curve)
+    return [(frames, float(np.mean(v))) for frames, v in sorted(by_frames.items())]
 
 
 # ------------------------------------------------------------------------------------ checks

@@ -17,8 +17,9 @@ import json
 import tomllib
 import shutil
 import statistics
-from collections import defaultdict
 from pathlib import Path
+
+from reproduce.report import eval_curve
 
 
 def training_curve(run: Path) -> dict[int, float]:
@@ -28,14 +29,6 @@ def training_curve(run: Path) -> dict[int, float]:
         if record["name"] == "return_last100":
             curve[int(record["step"])] = float(record["value"])
     return curve
-
-
-def eval_curve(run: Path) -> dict[int, float]:
-    games = defaultdict(list)
-    with open(run / "eval.csv") as f:
-        for row in csv.DictReader(f):
-            games[int(row["step"])].append(float(row["return"]))
-    return {step: statistics.fmean(returns) for step, returns in games.items()}
 
 
 def main() -> None:
@@ -54,7 +47,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows, train, evals = [], {}, {}
     for run, (_, seed) in runs.items():
-        train[seed], evals[seed] = training_curve(run), eval_curve(run)
+        train[seed], evals[seed] = training_curve(run), dict(eval_curve(run))  # MinAtar: a frame is a step
         for step in sorted(set(train[seed]) | set(evals[seed])):
             rows.append({"step": step, "seed": seed, "return_last100": train[seed].get(step, ""),
                          "eval_return_mean": evals[seed].get(step, "")})
