@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--against", help="published table (results/published/index.json); default: each preset's")
         p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
         p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+        p.add_argument("--score", choices=["eval", "training"], default="eval",
+                       help="a run's score: its final evaluation (default), or the mean return of its training "
+                            "episodes over the last --window steps, as Dopamine's baselines report")
+        p.add_argument("--window", type=int, default=250_000,
+                       help="agent steps of training episodes for --score training (default 250,000: one Dopamine iteration)")
         p.add_argument("--wandb", choices=["online", "offline"], help="also log the tables and figures to W&B")
 
     p = sub.add_parser("eval", help="evaluate a run's latest saved network under the protocol's evaluation settings")
@@ -172,10 +177,13 @@ def _report(summary: dict, config: cfg.Config) -> int:
                                               "steps_per_second", "params_sha256")}, indent=2))
     table = config.paper.compare_with
     if table and summary["steps"] >= config.train.steps:
-        score = published.load(table).scores.get(config.env.game)
+        ref = published.load(table)
+        score = ref.scores.get(config.env.game)
         if score is not None:
-            print(f"your score {summary['eval_return_mean']:.1f} beside the published {score:g} ({table}); "
-                  f"for a comparison over seeds with CIs: reproduce report <run folders> --against {table}")
+            training = ref.info.get("returns") == "training"
+            print(f"your score {summary['eval_return_mean']:.1f} (evaluation) beside the published {score:g} ({table}"
+                  f"{', training returns' if training else ''}); for a comparison over seeds with CIs: "
+                  f"reproduce report <run folders> --against {table}{' --score training' if training else ''}")
     return 0
 
 
@@ -219,7 +227,7 @@ def cmd_status(args) -> int:
 def cmd_report(args) -> int:
     from reproduce import report
 
-    result = report.build(args.runs, args.out, args.against, args.reps, args.wandb)
+    result = report.build(args.runs, args.out, args.against, args.reps, args.wandb, args.score, args.window)
     if args.command == "compare" and len(result["variants"]) < 2:
         raise report.ReportError("compare needs runs of at least two variants (presets or log.label)")
     print(f"report written to {args.out}/report.md")

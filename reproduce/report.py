@@ -2,8 +2,10 @@
 of Agarwal et al. 2021 (rliable): per-game scores, human-normalised scores, aggregates with stratified
 bootstrap confidence intervals, performance profiles, probability of improvement, learning curves.
 
-Reads only run folders (config.toml, summary.json, eval.csv), so it works offline and on copied or
-exported runs. Runs are grouped into variants by `log.label` (default: the preset); a variant's runs
+Reads only run folders (config.toml, summary.json, eval.csv; episodes.csv for training scores), so it
+works offline and on copied or exported runs. A run's score is its final evaluation, or with
+score="training" the mean return of the training episodes that ended in its last `window` agent steps,
+which is what Dopamine's baselines report (one iteration: 250K steps). Runs are grouped into variants by `log.label` (default: the preset); a variant's runs
 must share one budget and one protocol, and every game the same number of seeds, or the report refuses
 rather than average incomparable runs.
 """
@@ -23,6 +25,8 @@ from reproduce import published
 from reproduce.config import Config, load_run_config
 
 REPS = 2000  # bootstrap resamples
+SCORES = ("eval", "training")
+DOPAMINE_ITERATION_STEPS = 250_000
 AGGREGATES = ("mean", "median", "iqm", "optimality_gap")
 
 
@@ -36,6 +40,8 @@ class Run:
     config: Config
     summary: dict
     curve: list[tuple[int, float]]  # (frames, mean evaluation return)
+    score: float
+    score_kind: str = "eval"
 
     @property
     def variant(self) -> str:
@@ -44,10 +50,6 @@ class Run:
     @property
     def game(self) -> str:
         return self.config.env.game
-
-    @property
-    def score(self) -> float:
-        return float(self.summary["eval_return_mean"])
 
 
 # ------------------------------------------------------------------------------------ loading runs
@@ -70,13 +72,31 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return out
 
 
-def load_run(path: Path) -> Run:
-    missing = [n for n in ("config.toml", "summary.json", "eval.csv") if not (path / n).exists()]
+def load_run(path: Path, score: str = "eval", window: int = DOPAMINE_ITERATION_STEPS) -> Run:
+    if score not in SCORES:
+        raise ReportError(f"score {score!r}; allowed: {', '.join(SCORES)}")
+    needed = ("config.toml", "summary.json", "eval.csv") + (("episodes.csv",) if score == "training" else ())
+    missing = [n for n in needed if not (path / n).exists()]
     if missing:
         raise ReportError(f"run folder {path} lacks {', '.join(missing)} (is the run finished?)")
     config = load_run_config(path / "config.toml")
     summary = json.loads((path / "summary.json").read_text())
-    return Run(path, config, summary, eval_curve(path))
+    value = (final_training_return(path, int(summary["steps"]), window) if score == "training"
+             else float(summary["eval_return_mean"]))
+    return Run(path, config, summary, eval_curve(path), value, score)
+
+
+def final_training_return(path: Path, steps: int, window: int) -> float:
+    """Mean return of the training episodes of a run folder's episodes.csv that ended in the run's last
+    `window` agent steps (steps - window, steps]."""
+    if window < 1:
+        raise ReportError(f"window = {window}; must be >= 1 agent step")
+    with open(path / "episodes.csv") as f:
+        returns = [float(r["return"]) for r in csv.DictReader(f) if steps - window < int(r["step"]) <= steps]
+    if not returns:
+        raise ReportError(f"run folder {path}: no training episode ended in its last {window:,} steps; "
+                          "widen --window")
+    return float(np.mean(returns))
 
 
 def eval_curve(path: Path) -> list[tuple[int, float]]:
@@ -92,6 +112,12 @@ def eval_curve(path: Path) -> list[tuple[int, float]]:
 def protocol_differences(run: Run, info: dict) -> list[str]:
     """Where the run's protocol differs from the table's: each difference as a short phrase."""
     out, card, c = [], run.config.protocol, run.config
+    here, there = ("training" if run.score_kind == "training" else "evaluation"), info.get("returns", "evaluation")
+    if here != there:
+        out.append(f"table: {there} returns; here: {here} returns")
+    if here == there == "training" and info.get("train_epsilon") is not None \
+            and not math.isclose(c.agent.epsilon_end, info["train_epsilon"]):
+        out.append(f"training epsilon {c.agent.epsilon_end} (table {info['train_epsilon']})")
     if info.get("evaluation") == "human starts":
         out.append("table evaluated from human starts (not reproducible here)")
     sticky = card.repeat_action_probability > 0
@@ -99,7 +125,7 @@ def protocol_differences(run: Run, info: dict) -> list[str]:
         out.append(f"sticky actions p={card.repeat_action_probability}" if sticky else "no sticky actions (table: sticky)")
     if info.get("evaluation") == "no-op starts" and card.noop_max == 0:
         out.append("no no-op starts (table: up to 30)")
-    if info.get("eval_epsilon") is not None and not math.isclose(c.eval.epsilon, info["eval_epsilon"]):
+    if run.score_kind == "eval" and info.get("eval_epsilon") is not None and not math.isclose(c.eval.epsilon, info["eval_epsilon"]):
         out.append(f"eval epsilon {c.eval.epsilon} (table {info['eval_epsilon']})")
     if info.get("eval_episode_frames") and c.eval.max_episode_frames != info["eval_episode_frames"]:
         out.append(f"eval games capped at {c.eval.max_episode_frames:,} frames (table {info['eval_episode_frames']:,})")
@@ -177,8 +203,9 @@ def bootstrap_band(values: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple
 
 
 # ------------------------------------------------------------------------------------ the report
-def build(paths: list[Path], out: Path, against: str | None = None, reps: int = REPS, wandb_mode: str | None = None) -> dict:
-    runs = [load_run(p) for p in find_runs(paths)]
+def build(paths: list[Path], out: Path, against: str | None = None, reps: int = REPS, wandb_mode: str | None = None,
+          score: str = "eval", window: int = DOPAMINE_ITERATION_STEPS) -> dict:
+    runs = [load_run(p, score, window) for p in find_runs(paths)]
     if not runs:
         raise ReportError("no runs to report")
     variants = group(runs)
@@ -228,7 +255,9 @@ def build(paths: list[Path], out: Path, against: str | None = None, reps: int = 
                 m = np.array([[published.human_normalized(s, g, base) for s, g in zip(row, games)] for row in m])
             published_matrices[f"{table.name} (published runs)"] = m
     aggregates = aggregate_estimates({**matrices, **published_matrices}, reps=reps, normalized=hns_all)
-    result = {"metric": metric, "aggregates": aggregates, "variants": {n: game_lists[n] for n in variants}}
+    result = {"metric": metric, "score": ("final evaluation" if score == "eval" else
+                                          f"training episodes ended in the last {window:,} agent steps"),
+              "aggregates": aggregates, "variants": {n: game_lists[n] for n in variants}}
 
     names = list(variants)
     if len(names) > 1:
@@ -325,7 +354,7 @@ def _fmt(x, digits=1):
 
 
 def _write_markdown(path: Path, rows, result, figures, variants) -> None:
-    lines = ["# Report", "", "## Per game", "",
+    lines = ["# Report", "", f"Score of a run: {result['score']}.", "", "## Per game", "",
              "| variant | game | seeds | ours (mean +/- std) | published | ours / published | HNS | protocol differences |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

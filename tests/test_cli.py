@@ -128,3 +128,23 @@ def test_list_and_show(capsys):
 def test_console_script_is_installed():
     out = subprocess.run(["reproduce", "list"], capture_output=True, text=True, check=True).stdout
     assert "nature_dqn" in out
+
+
+@pytest.mark.parametrize("preset, table, published, training", [
+    ("nature_dqn", "nature_dqn_2015_noop", "18.9", False),
+    ("dqn_dopamine", "dopamine_sticky_dqn_final", None, True),
+])
+def test_finished_run_prints_its_score_beside_the_published_one(preset, table, published, training, capsys):
+    from reproduce import config as cfg
+    from reproduce import published as tables
+    from reproduce.cli import _report
+
+    config = cfg.resolve(preset, {"env.game": "pong", "train.steps": 1000})
+    summary = {"game": "pong", "steps": 1000, "eval_return_mean": 3.25, "eval_return_std": 1.0,
+               "steps_per_second": 50.0, "params_sha256": "0"}
+    assert _report(summary, config) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    ref = tables.load(table).scores["pong"]
+    assert line.startswith(f"your score 3.2 (evaluation) beside the published {ref:g} ({table}")
+    assert published is None or f"{ref:g}" == published  # Nature DQN's Pong, Extended Data Table 2
+    assert ("training returns" in line) == training and ("--score training" in line) == training

@@ -121,6 +121,53 @@ def test_protocol_difference_is_marked(tmp_path):
     assert "&dagger;" in (tmp_path / "out/report.md").read_text()
 
 
+def write_episodes(path, rows):
+    """episodes.csv as the loop writes it: (step, return) pairs, one env, no frame skip bookkeeping needed."""
+    with open(path / "episodes.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "frames", "env", "return", "length"])
+        for step, ret in rows:
+            w.writerow([step, 4 * step, 0, ret, 10])
+
+
+def test_training_score_is_the_mean_over_the_last_window(tmp_path):
+    """Dopamine's figure: the training episodes that ended in (steps - window, steps], by hand."""
+    runs = tmp_path / "runs"
+    path = make_run(runs, "dqn_dopamine", "pong", 0, score=99.0, steps=1000)
+    write_episodes(path, [(300, -21.0), (700, -5.0), (701, 1.0), (1000, 7.0)])
+    result = build([runs], tmp_path / "out", against="dopamine_sticky_dqn_final", reps=50, score="training", window=300)
+    with open(tmp_path / "out/per_game.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["mean"]) == pytest.approx((1.0 + 7.0) / 2)  # step 700 is outside (700, 1000]
+    assert "training episodes ended in the last 300 agent steps" in result["score"]
+    assert row["protocol_differences"] == "budget 4K frames (table 200M)"  # same kind of returns, same epsilon
+
+
+def test_evaluation_score_against_a_training_table_is_marked(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "dqn_dopamine", "pong", 0, score=3.0)
+    build([runs], tmp_path / "out", against="dopamine_sticky_dqn_final", reps=50)
+    with open(tmp_path / "out/per_game.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["mean"]) == 3.0
+    assert "table: training returns; here: evaluation returns" in row["protocol_differences"]
+
+
+def test_training_score_needs_episodes_in_the_window(tmp_path):
+    runs = tmp_path / "runs"
+    path = make_run(runs, "dqn_dopamine", "pong", 0, score=3.0, steps=1000)
+    with pytest.raises(ReportError, match="lacks episodes.csv"):
+        build([runs], tmp_path / "out", score="training")
+    write_episodes(path, [(100, -21.0)])
+    with pytest.raises(ReportError, match="no training episode ended in its last 500 steps; widen --window"):
+        build([runs], tmp_path / "out", score="training", window=500)
+    # From the command line: the same run, a window that holds its one episode.
+    assert main(["report", str(runs), "--score", "training", "--window", "1000", "--reps", "50",
+                 "--out", str(tmp_path / "cli")]) == 0
+    with open(tmp_path / "cli/per_game.csv") as f:
+        assert float(next(csv.DictReader(f))["mean"]) == -21.0
+
+
 def test_report_bad_input(tmp_path, capsys):
     runs = tmp_path / "runs"
     run = make_run(runs, "nature_dqn", "pong", 0, 0.0)

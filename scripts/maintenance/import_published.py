@@ -19,6 +19,7 @@ OUT = ROOT / "results" / "published"
 
 # Evaluation settings per table, from each paper (or Dopamine's configs); None where not known.
 #   evaluation: no-op starts | human starts | sticky actions | atari 100k
+#   returns: evaluation (default) | training (returns of the training episodes, at train_epsilon)
 EVALUATION = [
     (r"^nature_dqn_2015", dict(evaluation="no-op starts", sticky=False, eval_epsilon=0.05, budget_frames=200_000_000,
                                eval_episode_frames=18_000)),
@@ -32,8 +33,9 @@ EVALUATION = [
                      eval_episode_frames=108_000)),
     (r"_human_starts$", dict(evaluation="human starts", sticky=False, eval_epsilon=None, budget_frames=200_000_000,
                              eval_episode_frames=108_000)),
-    (r"^dopamine_", dict(evaluation="sticky actions", sticky=True, eval_epsilon=0.001, budget_frames=200_000_000,
-                         eval_episode_frames=108_000)),
+    # Dopamine's baselines are training returns, per 250K-step iteration (google/dopamine issues #86, #147).
+    (r"^dopamine_", dict(evaluation="sticky actions", sticky=True, returns="training", train_epsilon=0.01,
+                         eval_epsilon=0.001, budget_frames=200_000_000, eval_episode_frames=108_000)),
     (r"100k", dict(evaluation="atari 100k", sticky=False, eval_epsilon=None, budget_frames=400_000,
                         eval_episode_frames=108_000)),
 ]
