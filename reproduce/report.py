@@ -5,9 +5,9 @@ bootstrap confidence intervals, performance profiles, probability of improvement
 Reads only run folders (config.toml, summary.json, eval.csv; episodes.csv for training scores), so it
 works offline and on copied or exported runs. A run's score is its final evaluation, or with
 score="training" the mean return of the training episodes that ended in its last `window` agent steps,
-which is what Dopamine's baselines report (one iteration: 250K steps). Runs are grouped into variants by `log.label` (default: the preset); a variant's runs
-must share one budget and one protocol, and every game the same number of seeds, or the report refuses
-rather than average incomparable runs.
+which is what Dopamine's baselines report (one iteration: 250K steps). Runs are grouped into variants by
+`log.label` (default: the preset); a variant's runs must share one budget and one protocol, and every
+game the same number of seeds, or the report refuses rather than average incomparable runs.
 """
 
 from __future__ import annotations
