@@ -1,7 +1,7 @@
 """A MinAtar learning curve over seeds, as the MinAtar paper draws it (Young & Tian 2019: the
 return of training episodes, averaged over runs), with the evaluation games beside it.
 
-    python scripts/experiments/minatar_curve.py runs/minatar_dqn-minatar_breakout-s* --out results/minatar
+    python scripts/experiments/minatar_curve.py runs/minatar_dqn-minatar_breakout-s?/ --out results/minatar
 
 For each run folder: `return_last100` from metrics.jsonl (the mean return of the last 100 training
 episodes, logged every `log.period_steps`) and the evaluation games of eval.csv (epsilon 0.05). Writes
