@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import tomllib
 import shutil
 import statistics
 from pathlib import Path
 
+from reproduce.config import load_run_config
 from reproduce.report import eval_curve
 
 
@@ -38,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = {}
     for run in args.runs:
-        config = tomllib.loads((run / "config.toml").read_text())
-        runs[run] = (config["env"]["game"], config["train"]["seed"])
+        config = load_run_config(run / "config.toml")
+        runs[run] = (config.env.game, config.train.seed)
     games = {game for game, _ in runs.values()}
     if len(games) != 1:
         raise SystemExit(f"runs of one game only, got {sorted(games)}")
