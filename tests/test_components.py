@@ -222,6 +222,16 @@ def test_sumtree_sampling_frequencies_chi_square(kernel):
     assert chi2 < 27.88  # chi-square, 9 degrees of freedom, p = 0.001
 
 
+def test_sumtree_compiled_kernel_refuses_indices_outside_the_capacity():
+    """The padding leaves after the capacity must stay 0 (never sampled): the compiled loops refuse to
+    write them, and leave the tree as it was."""
+    tree = SumTree(10, fanout=4, kernel="numba")  # 12 leaves, the last two padding
+    tree.update(torch.tensor([1]), torch.tensor([2.0]))
+    for bad in (10, 11, -1):
+        with pytest.raises(IndexError, match="capacity"):
+            tree.update(torch.tensor([3, bad]), torch.tensor([1.0, 1.0]))
+    assert tree.levels[0].tolist() == [0, 2] + [0] * 10 and tree.total().item() == 2.0
+
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 3000), st.integers(2, 40), st.integers(0, 2**31 - 1))

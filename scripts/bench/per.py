@@ -62,20 +62,20 @@ class PythonSumTree:
         return self.nodes[1]
 
 
-def python_round(tree: PythonSumTree, rng: random.Random) -> None:
+def python_round(tree: PythonSumTree, rng: random.Random, new_priorities: list[float]) -> None:
     total, segment = tree.total(), tree.total() / BATCH
     indices = [tree.find((k + rng.random()) * segment) for k in range(BATCH)]
     weights = [tree.nodes[i + tree.capacity] / total for i in indices]  # the probabilities, as a PER sample does
     del weights
-    for i in indices:
-        tree.update(i, rng.random() + 1e-6)
+    for i, priority in zip(indices, new_priorities):
+        tree.update(i, priority)
 
 
-def tree_round(tree: SumTree, generator: torch.Generator) -> None:
+def tree_round(tree: SumTree, generator: torch.Generator, new_priorities: torch.Tensor) -> None:
     """python_round on the suite's tree: 32 stratified finds with their probabilities (as a PER sample
     draws them), then 32 updates."""
     index, _ = tree.stratified(torch.rand(BATCH, generator=generator, dtype=torch.float64, device=tree.device))
-    tree.update(index, torch.rand(BATCH, generator=generator, device=tree.device) + 1e-6)
+    tree.update(index, new_priorities)
 
 
 def filled_replay(priorities: np.ndarray, device: str) -> PrioritizedReplay:
@@ -110,7 +110,7 @@ def main() -> None:
 
     def replay_round():
         batch = replay.sample(BATCH)
-        replay.update_priorities(batch.index, torch.rand(BATCH, device=args.device))
+        replay.update_priorities(batch.index, new_tensors[next(turn) % 1024])
 
     trees = {"tree": SumTree(CAPACITY, args.device)}
     if args.device == "cpu":
@@ -122,18 +122,23 @@ def main() -> None:
     for i, p in enumerate(priorities):
         python_tree.update(i, float(p))
     prng = random.Random(0)
+    # The new priorities are drawn beforehand, for every round alike: a learner hands them over.
+    rng = np.random.default_rng(1)
+    new = [rng.random(BATCH).astype(np.float32) + 1e-6 for _ in range(1024)]
+    new_lists, new_tensors = [p.tolist() for p in new], [torch.as_tensor(p, device=args.device) for p in new]
+    turn = iter(range(2**62))
 
-    rounds = {"pure_python_sum_tree": lambda: python_round(python_tree, prng), "replay": replay_round}
-    rounds.update({name: (lambda tree=tree: tree_round(tree, generator)) for name, tree in trees.items()})
+    rounds = {"pure_python_sum_tree": lambda: python_round(python_tree, prng, new_lists[next(turn) % 1024]),
+              "replay": replay_round}
+    rounds.update({name: (lambda tree=tree: tree_round(tree, generator, new_tensors[next(turn) % 1024]))
+                   for name, tree in trees.items()})
     if trees["tree"].kernel == "numba":
-        rng = np.random.default_rng(1)
-        draws = [(rng.random(BATCH), rng.random(BATCH).astype(np.float32) + 1e-6) for _ in range(1024)]
-        turn = iter(range(2**62))
+        draws = [rng.random(BATCH) for _ in range(1024)]
 
         def loops_round():
-            u, new = draws[next(turn) % len(draws)]
-            index, _ = _stratified_loops(*trees["tree"]._host, u)
-            _update_loops(*trees["tree"]._host, index, new)
+            k = next(turn) % 1024
+            index, _ = _stratified_loops(*trees["tree"]._host, draws[k])
+            _update_loops(*trees["tree"]._host, CAPACITY, index, new[k])
 
         rounds["compiled_loops_only"] = loops_round
     rates = {name: [] for name in rounds}
@@ -159,6 +164,8 @@ def main() -> None:
         "speedup": round(median["tree"] / python, 2),
         **({"torch_kernel_speedup": round(median["tree_torch_kernel"] / python, 2)} if "tree_torch_kernel" in median else {}),
         "replay_speedup": round(median["replay"] / python, 2),
+        **({"compiled_loops_speedup": round(median["compiled_loops_only"] / python, 2)}
+           if "compiled_loops_only" in median else {}),
         "repeats": args.repeats,
         "command": "python " + " ".join(sys.argv),
         "machine": machine(),
