@@ -52,6 +52,11 @@ def test_ale_backend_evaluation_envs_match_too():
     assert terminals == games > 0  # no life-loss terminal while evaluating
 
 
+def test_a_frame_cap_of_zero_means_no_cap_on_both_backends():
+    uncapped = dataclasses.replace(EXACT, eval_max_episode_frames=0)
+    step_both(make_vector_env("breakout", uncapped, 1, 0, evaluation=True, backend="ale"),
+              make_vector_env("breakout", uncapped, 1, 0, evaluation=True), 300)
+
 def test_async_backend_gives_the_sync_frames():
     step_both(make_vector_env("breakout", NATURE, 2, 0, backend="async"), make_vector_env("breakout", NATURE, 2, 0), 300)
 

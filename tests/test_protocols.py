@@ -97,6 +97,30 @@ def test_evaluation_env_has_no_life_loss_terminal():
     assert "episode" in steps[-1][3] and env.unwrapped.ale.game_over()
 
 
+def test_a_new_life_starts_the_same_way_in_training_and_evaluation():
+    """FIRE launches each life of Breakout in both kinds of environment, so that a policy that never
+    presses FIRE plays the same game in evaluation as in training (and evaluation does not wait for
+    FIRE until its frame cap). Same seed, same actions: the same game, frame for frame."""
+    actions = np.random.default_rng(2).choice([0, 2, 3], size=5_000)  # NOOP, RIGHT, LEFT: never FIRE
+
+    def whole_game(evaluation):
+        env = make_env("breakout", NATURE, evaluation=evaluation)
+        env.reset(seed=4)
+        for action in actions:
+            _, _, terminated, truncated, info = env.step(action)
+            if "episode" in info:
+                ale = env.unwrapped.ale
+                return info["episode"], ale.game_over(with_truncation=False), ale.getEpisodeFrameNumber()
+            if terminated or truncated:  # a lost life ends a learning episode only
+                env.reset()
+        raise AssertionError("the game did not end")
+
+    (train_game, train_over, train_frames), (eval_game, eval_over, eval_frames) = whole_game(False), whole_game(True)
+    assert train_over and eval_over  # all five lives lost, not cut off at a frame cap
+    assert eval_frames == train_frames < NATURE.eval_max_episode_frames
+    assert eval_game["r"] == train_game["r"] and eval_game["l"] == train_game["l"]
+
+
 def frames_after(protocol, seed, actions):
     env = make_env("pong", protocol, evaluation=True)
     env.reset(seed=seed)

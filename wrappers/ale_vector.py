@@ -10,10 +10,11 @@ wrappers. Where it can follow the card exactly it does; the rest, measured again
   continues across a lost life; this wrapper zero-pads it, as the gymnasium path's new stack does).
 - No-op starts: 0 to noop_max - 1 no-ops drawn from the C++ generator, where gymnasium's
   AtariPreprocessing draws 1 to noop_max from the environment's: same cap, a range shifted by one,
-  other random numbers.
+  other random numbers. The frame cap counts from the end of the no-ops here and from the game's
+  first frame on the gymnasium path, so games cut by the cap differ by at most noop_max frames.
 - Sticky actions: the same probability, another random stream.
-- FIRE on reset is not pressed (the C++ fire reset takes other steps than FireReset, and nothing is
-  pressed after a lost life): the agent presses FIRE itself, as in the Nature paper.
+- FIRE is never pressed for the agent (the C++ fire reset takes other steps than FireReset, and
+  presses nothing after a lost life): the agent presses FIRE itself, as in the Nature paper.
 - The emulators cannot be cloned: a resumed run restarts the episodes in progress.
 """
 
@@ -43,7 +44,7 @@ class ALEVectorProtocol(VectorWrapper):
             num_threads=num_threads,
             repeat_action_probability=protocol.repeat_action_probability,
             full_action_space=protocol.full_action_space,
-            max_num_frames_per_episode=protocol.eval_max_episode_frames if evaluation else protocol.max_episode_frames,
+            max_num_frames_per_episode=_frame_cap(protocol.eval_max_episode_frames if evaluation else protocol.max_episode_frames),
             noop_max=protocol.noop_max,
             use_fire_reset=False,
             episodic_life=False,
@@ -101,3 +102,9 @@ class ALEVectorProtocol(VectorWrapper):
         if self.protocol.clip_rewards and not self.evaluation:
             reward = np.clip(reward, -1.0, 1.0)
         return obs, reward, terminated, truncated, out
+
+
+def _frame_cap(frames: int) -> int:
+    """The card's frame cap as AtariVectorEnv takes it: 0 means no cap on a card (as for ALE itself,
+    on the gymnasium path), while the vector env would truncate every step at 0."""
+    return frames if frames > 0 else 2**31 - 1

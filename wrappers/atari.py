@@ -62,17 +62,35 @@ class LifeLossTerminal(gym.Wrapper):
 
 
 class FireReset(gym.Wrapper):
-    """Presses FIRE after every reset: games such as Breakout wait for it before play starts.
+    """Presses FIRE at the start of every life: games such as Breakout wait for it before play starts,
+    and again after each lost life. Not in gymnasium.
 
-    Not in gymnasium. Placed above LifeLossTerminal so that a new life is launched too.
+    Above LifeLossTerminal: in training a lost life ends the learning episode, and the reset that
+    follows presses FIRE; in evaluation the game goes on through a lost life, and step() presses FIRE
+    itself. The emulator sees the same actions either way, and an evaluation game never waits, until
+    its frame cap, for a policy that did not learn to press FIRE (it never had to in training).
     """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
 
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
-        obs, _, terminated, truncated, step_info = self.env.step(1)
+        obs, _, terminated, truncated, _ = self.env.step(1)
         if terminated or truncated:
             obs, info = self.env.reset(options=options)
+        self.lives = self.env.unwrapped.ale.lives()
         return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()
+        if lives < self.lives and not (terminated or truncated):
+            obs, fire_reward, terminated, truncated, info = self.env.step(1)
+            reward += fire_reward
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
 
 
 def needs_fire(env: gym.Env) -> bool:
