@@ -86,7 +86,7 @@ class FireReset(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         lives = self.env.unwrapped.ale.lives()
-        if lives < self.lives and not (terminated or truncated):
+        if 0 < lives < self.lives and not (terminated or truncated):  # LifeLossTerminal's lost life
             obs, fire_reward, terminated, truncated, info = self.env.step(1)
             reward += fire_reward
         self.lives = lives
