@@ -25,6 +25,11 @@ class Table:
     scores: dict[str, float]  # game -> published score
     runs: dict[str, list[float]] = field(default_factory=dict)  # game -> per-run scores, where released
 
+    @property
+    def baselines(self) -> str:
+        """The random and human scores its paper normalised with (a key of BASELINES)."""
+        return self.info.get("baselines", "dqn_zoo")
+
 
 def _rows(path: Path) -> list[dict]:
     with open(path) as f:
@@ -60,8 +65,22 @@ def load(name: str) -> Table:
     return Table(name, info, scores, runs)
 
 
-def baselines(random_column: str = "random", human_column: str = "human") -> dict[str, tuple[float, float]]:
-    """game -> (random, human) scores; by default DQN Zoo's (no-op starts, 108K-frame episodes)."""
+# The random and human scores a table's paper normalised with (index.json's `baselines`), as columns of
+# baselines.csv. DQN Zoo's are the default and the modern convention (no-op starts, 108K-frame games).
+BASELINES = {
+    "dqn_zoo": ("random", "human"),
+    "nature_dqn": ("nature_dqn_random", "nature_dqn_human"),  # Mnih et al. 2015: a professional tester
+    "human_starts": ("human_starts_random", "human_starts_human"),  # Nair et al. 2015, van Hasselt et al. 2016
+    "rliable_ale": ("rliable_ale_random", "rliable_ale_human"),  # rliable's for 200M-frame ALE (Dopamine)
+    "rliable_100k": ("rliable_100k_random", "rliable_100k_human"),  # rliable's for Atari 100k
+}
+
+
+def baselines(name: str = "dqn_zoo") -> dict[str, tuple[float, float]]:
+    """game -> (random, human) scores of the named set (BASELINES), for the games it has."""
+    if name not in BASELINES:
+        raise TableError(f"unknown baselines {name!r}; allowed: {', '.join(BASELINES)}")
+    random_column, human_column = BASELINES[name]
     out = {}
     for r in _rows(PUBLISHED / "baselines.csv"):
         if r.get(random_column) not in ("", None) and r.get(human_column) not in ("", None):

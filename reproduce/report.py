@@ -209,55 +209,69 @@ def build(paths: list[Path], out: Path, against: str | None = None, reps: int = 
     if not runs:
         raise ReportError("no runs to report")
     variants = group(runs)
-    base = published.baselines()
-    out.mkdir(parents=True, exist_ok=True)
-    rows, matrices, tables, hns_all = [], {}, {}, True
-
+    tables = {}
     for name, games in variants.items():
         first = next(iter(games.values()))[0]
         table_name = against or first.config.paper.compare_with
-        table = published.load(table_name) if table_name else None
-        if table is not None:
-            tables[name] = table
+        if table_name:
+            tables[name] = table = published.load(table_name)
             missing = [g for g in games if g not in table.scores]
             if missing:
                 raise ReportError(f"published table {table.name} has no score for {', '.join(missing)} "
                                   f"(variant {name!r}); choose another with --against")
+    # One normalisation for the whole report, so that its variants can be compared: the one every table
+    # used, or DQN Zoo's where they differ.
+    normalisation = {t.baselines for t in tables.values()}
+    baselines_name = normalisation.pop() if len(normalisation) == 1 else "dqn_zoo"
+    base = published.baselines(baselines_name)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, matrices = [], {}
+
+    for name, games in variants.items():
+        table = tables.get(name)
         for game, rs in sorted(games.items()):
             scores = np.array([r.score for r in rs])
             hns = [published.human_normalized(s, game, base) for s in scores]
-            if hns[0] is None:
-                hns_all = False
             row = {"variant": name, "game": game, "seeds": len(rs), "mean": float(scores.mean()),
                    "std": float(scores.std(ddof=1)) if len(rs) > 1 else 0.0, "frames": rs[0].config.frames,
                    "protocol": rs[0].config.env.protocol, "hns": None if hns[0] is None else float(np.mean(hns))}
             if table is not None:
                 ref = table.scores[game]
-                row |= {"table": table.name, "published": ref, "fraction_of_published": float(scores.mean() / ref) if ref else None,
+                row |= {"table": table.name, "published": ref, "fraction_of_published": float(scores.mean() / ref) if ref > 0 else None,
                         "published_hns": published.human_normalized(ref, game, base),
                         "protocol_differences": "; ".join(protocol_differences(rs[0], table.info))}
             rows.append(row)
         matrices[name] = np.array([[r.score for r in rs] for _, rs in sorted(games.items())]).T  # [seeds, games]
 
-    # Scores are human-normalised where every game has baselines (Atari), raw otherwise (CartPole).
+    # Aggregates are over human-normalised scores, of the games that have baselines (Atari); over raw
+    # scores where none has (CartPole). A game without baselines is left out and named, never mixed in raw.
     game_lists = {name: sorted(games) for name, games in variants.items()}
-    if hns_all:
-        matrices = {name: np.array([[published.human_normalized(s, g, base) for s, g in zip(row, game_lists[name])]
-                                    for row in m]) for name, m in matrices.items()}
-    metric = "human-normalised score" if hns_all else "score"
+    all_games = sorted({g for games in game_lists.values() for g in games})
+    unnormalised = [g for g in all_games if g not in base]
+    normalized = len(unnormalised) < len(all_games)
+    if normalized:
+        matrices = {name: np.array([[published.human_normalized(s, g, base) for s, g in zip(row, game_lists[name])
+                                     if g in base] for row in m]) for name, m in matrices.items()}
+        game_lists = {name: [g for g in games if g in base] for name, games in game_lists.items()}
+    metric = "human-normalised score" if normalized else "score"
     published_matrices = {}
     for name, table in tables.items():
         games = game_lists[name]
         if all(g in table.runs and table.runs[g] for g in games):
             n = min(len(table.runs[g]) for g in games)
             m = np.array([[table.runs[g][i] for g in games] for i in range(n)])
-            if hns_all:
+            if normalized:
                 m = np.array([[published.human_normalized(s, g, base) for s, g in zip(row, games)] for row in m])
-            published_matrices[f"{table.name} (published runs)"] = m
-    aggregates = aggregate_estimates({**matrices, **published_matrices}, reps=reps, normalized=hns_all)
+            kind = ", training returns" if table.info.get("returns") == "training" else ""
+            published_matrices[f"{table.name} (published runs{kind})"] = m
+    aggregates = aggregate_estimates({**matrices, **published_matrices}, reps=reps, normalized=normalized)
     result = {"metric": metric, "score": ("final evaluation" if score == "eval" else
                                           f"training episodes ended in the last {window:,} agent steps"),
-              "aggregates": aggregates, "variants": {n: game_lists[n] for n in variants}}
+              "aggregates": aggregates, "variants": {n: sorted(games) for n, games in variants.items()}}
+    if normalized:
+        result["baselines"] = baselines_name
+        if unnormalised:
+            result["games_without_baselines"] = unnormalised
 
     names = list(variants)
     if len(names) > 1:
@@ -363,8 +377,12 @@ def _write_markdown(path: Path, rows, result, figures, variants) -> None:
                      f"{_fmt(r.get('published'))} {('(' + r['table'] + ')') if r.get('table') else ''} | "
                      f"{_fmt(r.get('fraction_of_published'), 2)} | {_fmt(r['hns'], 3)} | {mark} |")
     shown = list(next(iter(result["aggregates"].values())))
-    lines += ["", f"## Aggregates ({result['metric']}, 95% stratified bootstrap CIs)", "",
-              "| | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+    lines += ["", f"## Aggregates ({result['metric']}, 95% stratified bootstrap CIs)", ""]
+    if "baselines" in result:
+        lines += [f"Normalised by the `{result['baselines']}` random and human scores (results/published/baselines.csv)."
+                  + (f" Left out, having none: {', '.join(result['games_without_baselines'])}."
+                     if "games_without_baselines" in result else ""), ""]
+    lines += ["| | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
     for name, agg in result["aggregates"].items():
         cells = [f"{agg[a]['value']:.3f} [{agg[a]['ci95'][0]:.3f}, {agg[a]['ci95'][1]:.3f}]" for a in shown]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

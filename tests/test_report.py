@@ -99,6 +99,47 @@ def test_report_against_hand_computed_values(fixture_runs, tmp_path):
     assert float(pong["fraction_of_published"]) == pytest.approx(hns_score("pong", 1.0) / published_pong)
 
 
+def test_a_table_is_normalised_as_its_paper_did(tmp_path):
+    """The Nature table's human scores are its professional tester's (Extended Data Table 2): pong 9.3,
+    breakout 31.8, random -20.7 and 1.7; DQN Zoo's human pong is 14.6."""
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        make_run(runs, "nature_dqn", "pong", seed, 9.3)
+        make_run(runs, "nature_dqn", "breakout", seed, 1.7 + 0.5 * (31.8 - 1.7))
+    result = build([runs], tmp_path / "out", reps=100)
+    assert result["baselines"] == "nature_dqn" and "games_without_baselines" not in result
+    assert result["aggregates"]["nature_dqn"]["mean"]["value"] == pytest.approx(0.75)
+    with open(tmp_path / "out/per_game.csv") as f:
+        rows = {r["game"]: r for r in csv.DictReader(f)}
+    assert float(rows["pong"]["hns"]) == pytest.approx(1.0) and float(rows["breakout"]["hns"]) == pytest.approx(0.5)
+    nature_pong = published.load("nature_dqn_2015_noop").scores["pong"]
+    assert float(rows["pong"]["published_hns"]) == pytest.approx((nature_pong + 20.7) / (9.3 + 20.7))
+    assert "`nature_dqn` random and human scores" in (tmp_path / "out/report.md").read_text()
+
+
+def test_a_game_without_baselines_is_left_out_of_the_aggregates(tmp_path):
+    """Dopamine's tables have air_raid, which no baselines cover: the aggregates stay human-normalised,
+    over the other games, and name it (rather than averaging raw scores of different games)."""
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        make_run(runs, "dqn_dopamine", "pong", seed, 14.6)  # rliable's human pong: HNS 1
+        make_run(runs, "dqn_dopamine", "air_raid", seed, 5000.0)
+    result = build([runs], tmp_path / "out", reps=100)
+    assert result["metric"] == "human-normalised score" and result["baselines"] == "rliable_ale"
+    assert result["games_without_baselines"] == ["air_raid"]
+    assert result["aggregates"]["dqn_dopamine"]["mean"]["value"] == pytest.approx(1.0)
+    assert "Left out, having none: air_raid" in (tmp_path / "out/report.md").read_text()
+
+
+def test_no_ratio_to_a_negative_published_score(tmp_path):
+    """der's published pong is -19.3: a ratio to it would shrink as the score improves."""
+    runs = tmp_path / "runs"
+    make_run(runs, "der", "pong", 0, -15.0)
+    build([runs], tmp_path / "out", reps=100)
+    with open(tmp_path / "out/per_game.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["published"]) < 0 and row["fraction_of_published"] == ""
+
 def test_probability_of_improvement_of_a_dominating_variant(tmp_path):
     runs = tmp_path / "runs"
     for seed in range(3):

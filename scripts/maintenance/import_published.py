@@ -41,6 +41,16 @@ EVALUATION = [
 ]
 
 
+# The random and human scores each table's paper normalised with (reproduce/published.py BASELINES).
+NORMALISATION = [
+    (r"^nature_dqn_2015", "nature_dqn"),  # Extended Data Table 2's own random and professional-tester scores
+    (r"_human_starts$", "human_starts"),  # Nair et al. 2015's human-starts random and human scores
+    (r"^dopamine_", "rliable_ale"),  # as rliable normalises Dopamine's 200M-frame runs
+    (r"100k", "rliable_100k"),  # as rliable normalises Atari 100k (DQN Zoo's values on its 26 games)
+    (r".", "dqn_zoo"),
+]
+
+
 def header(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():
@@ -67,7 +77,7 @@ def main() -> None:
             rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
         settings = next(s for pattern, s in EVALUATION if re.search(pattern, name))
         entry = {"file": path.name, "source_table": meta.get("source_table", ""), "protocol": meta.get("protocol", ""),
-                 **settings}
+                 **settings, "baselines": next(b for pattern, b in NORMALISATION if re.search(pattern, name))}
         if "agent" in rows[0]:  # one file, several agents and networks: one table each
             for agent, network in sorted({(r["agent"], r["network"]) for r in rows}):
                 index[f"dopamine_jax_{agent}_{network}".lower()] = {
@@ -81,8 +91,9 @@ def main() -> None:
         "`python scripts/maintenance/import_published.py`; each CSV's `#` lines give its provenance "
         "(paper, table, protocol, transcriptions). `index.json` records each table's evaluation "
         "settings (no-op starts, human starts, sticky actions, Atari 100k; evaluation epsilon; budget), "
-        "which `reproduce report` compares with each run's protocol. `baselines.csv` holds the random "
-        "and human scores (DQN Zoo's primary columns, and rliable's, the Nature paper's and others).\n")
+        "which `reproduce report` compares with each run's protocol, and the random and human scores "
+        "its paper normalised with (`baselines`: a column pair of `baselines.csv`, which holds DQN Zoo's "
+        "primary columns, and rliable's, the Nature paper's and others).\n")
     print(f"{len(index)} tables -> {OUT}")
 
 
