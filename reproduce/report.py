@@ -151,6 +151,11 @@ def group(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
         protocols = {json.dumps(r.config.protocol.to_dict(), sort_keys=True) for rs in games.values() for r in rs}
         if len(protocols) > 1:
             raise ReportError(f"variant {name!r} mixes runs under different protocols; report them separately")
+        evaluations = {f"epsilon {e.epsilon}, {e.episodes} games, frame cap {e.max_episode_frames}"
+                       for rs in games.values() for e in (r.config.eval for r in rs)}
+        if len(evaluations) > 1:
+            raise ReportError(f"variant {name!r} mixes runs evaluated differently ({'; '.join(sorted(evaluations))}); "
+                              "report them separately or give them different log.label")
         seeds = {g: len(rs) for g, rs in games.items()}
         if len(set(seeds.values())) > 1:
             raise ReportError(f"variant {name!r} has different numbers of seeds per game {seeds}; "

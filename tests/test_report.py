@@ -131,6 +131,13 @@ def test_a_game_without_baselines_is_left_out_of_the_aggregates(tmp_path):
     assert "Left out, having none: air_raid" in (tmp_path / "out/report.md").read_text()
 
 
+def test_a_variant_evaluated_two_ways_is_refused(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "nature_dqn", "pong", 0, 0.0)
+    make_run(runs, "nature_dqn", "pong", 1, 0.0, overrides={"eval.epsilon": 0.001})
+    with pytest.raises(ReportError, match="evaluated differently.*epsilon 0.001"):
+        build([runs], tmp_path / "out", reps=100)
+
 def test_no_ratio_to_a_negative_published_score(tmp_path):
     """der's published pong is -19.3: a ratio to it would shrink as the score improves."""
     runs = tmp_path / "runs"

@@ -34,7 +34,8 @@ EVALUATION = [
     (r"_human_starts$", dict(evaluation="human starts", sticky=False, eval_epsilon=None, budget_frames=200_000_000,
                              eval_episode_frames=108_000)),
     # Dopamine's baselines are training returns, per 250K-step iteration (google/dopamine issues #86, #147).
-    (r"^dopamine_", dict(evaluation="sticky actions", sticky=True, returns="training", train_epsilon=0.01,
+    (r"^dopamine_", dict(evaluation="sticky actions", sticky=True, returns="training",
+                         returns_source="google/dopamine issues #86 and #147 (the maintainers)", train_epsilon=0.01,
                          eval_epsilon=0.001, budget_frames=200_000_000, eval_episode_frames=108_000)),
     (r"100k", dict(evaluation="atari 100k", sticky=False, eval_epsilon=None, budget_frames=400_000,
                         eval_episode_frames=108_000)),
