@@ -5,7 +5,7 @@ per environment; each environment's column is its own circular sequence of frame
 newest frame of one observation together with the action taken from it, the learning reward and the
 episode flags of that step. When an episode ends, its final observation's newest frame takes one extra
 slot (flag FINAL), so the next observation of every transition is simply the stack ending one slot
-later. Stacks are rebuilt at sample time by index arithmetic; frames from before an episode's first
+later (a capacity of C slots holds C transitions less one per episode end still in it). Stacks are rebuilt at sample time by index arithmetic; frames from before an episode's first
 observation are zeros, as the environments' own frame stacks pad them (gymnasium's
 FrameStackObservation with padding "zero").
 
