@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.replay.frame import FrameReplay, ReplayTooLargeError
+from agents.replay.sumtree import KERNELS
 from tests.naive_replay import NaiveReplay
 
 
@@ -46,10 +47,10 @@ def key(obs, action, reward, discount, next_obs):
             np.asarray(next_obs).tobytes())
 
 
-def run_stream(num_envs, stack, n_step, slots, events, gamma=0.9, compress="none"):
+def run_stream(num_envs, stack, n_step, slots, events, gamma=0.9, compress="none", kernel=None):
     envs = FakeEnvs(num_envs, stack)
     replay = FrameReplay(slots * num_envs, num_envs, obs_shape=(2,), stack=stack, n_step=n_step,
-                         gamma=gamma, obs_dtype=torch.int64, seed=0, compress=compress)
+                         gamma=gamma, obs_dtype=torch.int64, seed=0, compress=compress, kernel=kernel)
     naive = NaiveReplay(slots * num_envs, num_envs, stack, n_step, gamma)
     rng = np.random.default_rng(len(events))
     for kind in events:
@@ -75,12 +76,13 @@ streams = st.integers(1, 3).flatmap(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams)
-def test_replay_matches_naive_reference(stream):
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=streams)
+def test_replay_matches_naive_reference(kernel, stream):
     num_envs, stack, n_step, extra, events = stream
     slots = stack + n_step + 1 + extra
-    replay, naive = run_stream(num_envs, stack, n_step, slots, events)
+    replay, naive = run_stream(num_envs, stack, n_step, slots, events, kernel=kernel)
     expected = {key(*t) for t in naive.available()}
     assert len(replay) == len(naive.available())
     if not expected:
@@ -95,6 +97,31 @@ def test_replay_matches_naive_reference(stream):
         if seen == expected:
             break
     assert seen == expected, f"{len(expected - seen)} available transitions never sampled"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 20).flatmap(lambda extra: st.tuples(streams, st.floats(0.0, 1.0), st.just(extra))))
+def test_compiled_gather_gives_the_torch_kernels_batch(args):
+    """Every slot of a random stream gathered by both kernels: the same stacks, actions and discounts,
+    and returns equal to float32 rounding (a sum of n products, which torch may add in another order)."""
+    (num_envs, stack, n_step, extra, events), gamma, _ = args
+    slots = stack + n_step + 1 + extra
+    compiled, _ = run_stream(num_envs, stack, n_step, slots, events, gamma=gamma, kernel="numba")
+    batched, _ = run_stream(num_envs, stack, n_step, slots, events, gamma=gamma, kernel="torch")
+    assert torch.equal(compiled.tree.leaves, batched.tree.leaves)
+    every, valid = torch.arange(compiled.capacity), torch.nonzero(compiled.tree.leaves > 0).flatten()
+    # The returns' arithmetic agrees on any slot; frames are compared where they were written.
+    for index, names in ((every, ("action", "discount", "index")), (valid, ("obs", "next_obs"))):
+        a, b = compiled._gather(index), batched._gather(index)
+        for name in names:
+            assert getattr(a, name).dtype == getattr(b, name).dtype, name
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+        torch.testing.assert_close(a.reward, b.reward)
+
+
+def test_replay_kernel_bad_input():
+    with pytest.raises(ValueError, match="replay kernel 'jax'"):
+        FrameReplay(100, 1, kernel="jax")
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
