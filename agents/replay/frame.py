@@ -377,8 +377,9 @@ class FrameReplay:
 
 # ---------------------------------------------------------------- CPU kernel (a compiled loop)
 # _gather's torch calls are some forty operations on tensors of 32 to 256 elements, each costing
-# microseconds on a CPU whatever its size; the same arithmetic in one compiled loop gives the same batch
-# (the same float32 operations, in the same order) in a fraction of the time (scripts/bench/per.py).
+# microseconds on a CPU whatever its size. One compiled loop gives the same batch (the same float32
+# products; the n-step sum in step order, which torch may add in another order) in a fraction of the
+# time (scripts/bench/end_to_end.py's replay_sample_32, scripts/bench/per.py).
 
 
 @numba.njit(cache=True, nogil=True)
@@ -394,14 +395,14 @@ def _gather_loops(actions, rewards, flags, discounts, n_step, stack, zero_row, i
     for b in range(B):
         t, env = index[b] // N, index[b] % N
         action[b] = actions[t, env]
-        total, k, alive, terminated = np.float32(0.0), 0, True, False
+        total, k, terminated = np.float32(0.0), 0, False
         for i in range(n_step):  # the return stops at the episode's end
+            total += rewards[(t + i) % T, env] * discounts[i]
+            k += 1
             flag = flags[(t + i) % T, env]
-            if alive:
-                total += rewards[(t + i) % T, env] * discounts[i]
-                k += 1
+            if flag & DONE:
                 terminated = (flag & TERMINATED) != 0
-            alive = alive and (flag & DONE) == 0
+                break
         reward[b] = total
         discount[b] = 0.0 if terminated else discounts[k]
         for half, newest in ((0, t), (1, (t + k) % T)):
