@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from agents.replay.storage import CODECS, frame_store
-from agents.replay.sumtree import KERNELS, SumTree, _host_array
+from agents.replay.sumtree import SumTree, _host_array, choose_kernel
 
 TERMINATED, TRUNCATED, FIRST, FINAL = 1, 2, 4, 8
 DONE = TERMINATED | TRUNCATED
@@ -93,9 +93,7 @@ class FrameReplay:
         self.device, self.obs_dtype, self.compress = torch.device(device), obs_dtype, compress
         _check(compress in CODECS, f"replay compression {compress!r}; allowed: {', '.join(CODECS)}")
         # As the sum tree's: a compiled loop on a CPU, batched torch calls (capturable) on a GPU.
-        self.kernel = kernel or ("numba" if self.device.type == "cpu" else "torch")
-        _check(self.kernel in KERNELS and (self.kernel == "torch" or self.device.type == "cpu"),
-               f"replay kernel {self.kernel!r} on {self.device}; allowed: 'torch', or 'numba' on a CPU")
+        self.kernel = choose_kernel(self.device, kernel, "replay")
         check_fits(self.bytes_needed(), self.device, what=f"replay of capacity {self.capacity:,}")
 
         shape = (slots, num_envs)

@@ -37,9 +37,7 @@ class SumTree:
         if capacity < 1:
             raise ValueError(f"SumTree capacity must be >= 1, got {capacity}")
         self.device = torch.device(device)
-        self.kernel = kernel or ("numba" if self.device.type == "cpu" else "torch")
-        if self.kernel not in KERNELS or (self.kernel == "numba" and self.device.type != "cpu"):
-            raise ValueError(f"SumTree kernel {self.kernel!r} on {self.device}; allowed: 'torch', or 'numba' on a CPU")
+        self.kernel = choose_kernel(self.device, kernel, "SumTree")
         if fanout is None:
             fanout = default_fanout(capacity, self.kernel)
         if fanout < 2:
@@ -141,6 +139,14 @@ class SumTree:
             sums = child.view(-1, self.fanout).sum(1, dtype=torch.float64)
             parent.zero_()
             parent[: sums.numel()] = sums
+
+
+def choose_kernel(device: torch.device, kernel: str | None = None, what: str = "SumTree") -> str:
+    """The given kernel, checked, or the default: compiled loops on a CPU, torch calls elsewhere."""
+    kernel = kernel or ("numba" if device.type == "cpu" else "torch")
+    if kernel not in KERNELS or (kernel == "numba" and device.type != "cpu"):
+        raise ValueError(f"{what} kernel {kernel!r} on {device}; allowed: 'torch', or 'numba' on a CPU")
+    return kernel
 
 
 def _descend(block: torch.Tensor, u: torch.Tensor, node: torch.Tensor, width: int):

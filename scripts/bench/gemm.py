@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, write  # noqa: E402
+from common import machine, rate, write  # noqa: E402
 
 from agents.networks import NatureCNN  # noqa: E402
 from agents.optim import build_optimizer  # noqa: E402
@@ -36,15 +36,7 @@ SHAPES = {"fc_forward": (BATCH, 3136, 512), "fc_input_grad": (BATCH, 512, 3136),
 
 def gflops(fn, flops: float, repeats: int = 7, seconds: float = 0.5) -> float:
     """Median GFLOP/s over `repeats` timings of about `seconds` each."""
-    fn()
-    results = []
-    for _ in range(repeats):
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            fn()
-            count += 1
-        results.append(count * flops / (time.perf_counter() - start) / 1e9)
-    return statistics.median(results)
+    return statistics.median(rate(fn, seconds) for _ in range(repeats)) * flops / 1e9
 
 
 def products() -> dict:
