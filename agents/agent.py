@@ -84,11 +84,13 @@ class DQNAgent:
         running the network: the replay warm-up)."""
         if epsilon >= 1.0:
             return torch.randint(self.n_actions, (len(obs),), device=self.device, generator=self.generator).cpu().numpy()
-        obs = torch.as_tensor(obs, device=self.device)
-        greedy = self.q_values(obs).argmax(1)
         if epsilon > 0:
-            explore = torch.rand(greedy.shape, device=self.device, generator=self.generator) < epsilon
-            random = torch.randint(self.n_actions, greedy.shape, device=self.device, generator=self.generator)
+            explore = torch.rand(len(obs), device=self.device, generator=self.generator) < epsilon
+            random = torch.randint(self.n_actions, (len(obs),), device=self.device, generator=self.generator)
+            if bool(explore.all()):  # as SB3 and CleanRL do: no forward pass that no action would use
+                return random.cpu().numpy()
+        greedy = self.q_values(torch.as_tensor(obs, device=self.device)).argmax(1)
+        if epsilon > 0:
             greedy = torch.where(explore, random, greedy)
         return greedy.cpu().numpy()
 

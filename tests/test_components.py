@@ -171,6 +171,34 @@ def test_noisy_linear_noise_is_factorised():
     assert torch.linalg.matrix_rank(w) == 1  # f(eps_out) f(eps_in)^T
 
 
+# ------------------------------------------------------------------ acting
+@pytest.mark.parametrize("epsilon", [0.0, 0.25, 0.9, 1.0])
+def test_epsilon_greedy_acting(epsilon):
+    """Each action is the greedy one with probability 1 - epsilon + epsilon / n (a uniform draw may pick
+    it too), and the network runs only for batches in which some action is greedy."""
+    from agents.agent import DQNAgent
+
+    n, batch, calls = 4, 3, []
+    agent = DQNAgent(AgentConfig(network="mlp", mlp_hidden=[8], hidden=8), (2,), 1, n, seed=0)
+
+    def q_values(obs, network=None):  # action 2 is greedy for every observation
+        calls.append(len(obs))
+        return torch.eye(n)[2].expand(len(obs), n)
+
+    agent.q_values = q_values
+    draws = 4000
+    actions = np.stack([agent.act(np.zeros((batch, 2), np.float32), epsilon) for _ in range(draws)])
+    greedy = (actions == 2).mean()
+    expected = 1 - epsilon + epsilon / n
+    assert abs(greedy - expected) < 4 * math.sqrt(expected * (1 - expected) / actions.size) + 1e-9
+    if 0 < epsilon < 1:  # every other action uniformly
+        others = np.bincount(actions[actions != 2], minlength=n)[[0, 1, 3]]
+        assert others.min() > 0.8 * others.mean()
+    # The forward pass is skipped exactly when the whole batch explores: about epsilon^batch of the calls.
+    skipped = 1 - len(calls) / draws
+    assert abs(skipped - epsilon**batch) < 4 * math.sqrt(max(epsilon**batch * (1 - epsilon**batch), 1e-12) / draws) + 1e-9
+
+
 # ------------------------------------------------------------------ sum tree and prioritized replay
 @pytest.mark.parametrize("kernel", KERNELS)
 @settings(max_examples=100, deadline=None)
