@@ -13,6 +13,12 @@ Each system warms up (random steps until learning starts, then WARM_LEARN steps 
 includes torch.compile's compilation), then is timed over MEASURE agent steps (MEASURE_BASELINE for
 SB3 and the CleanRL-style loop, which step one environment). Each section's figures are written as soon
 as they are measured.
+
+The timed window comes early in a run, where each system's epsilon is still about 1, so that nearly
+every action is random and none of the three runs its network to act. Most of a 50M-frame run acts at
+epsilon 0.1 instead (its floor after the first 1M frames); `--epsilon 0.1` holds every system there:
+
+    python scripts/bench/end_to_end.py --epsilon 0.1 --skip learner,acting,sampling --out end_to_end_epsilon_0.1
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from wrappers.vector import make_env, make_vector_env, next_observations  # noqa
 # set from the command line
 LEARN_START, WARM_LEARN, MEASURE, MEASURE_BASELINE = 1_000, 200, 800, 800
 DEVICE, CAPACITY, NUM_ENVS = "cpu", 100_000, 1
+EPSILON = None  # each system's own schedule, or one epsilon held by all
 HP = dict(learning_rate=2.5e-4, batch_size=32, train_freq=4, target_period=10_000, gamma=0.99)
 
 
@@ -46,6 +53,8 @@ def ours(variant: dict) -> float:
     """Agent steps per second of the suite's loop over the measured window."""
     overrides = {"env.game": "pong", "replay.capacity": CAPACITY, "train.device": DEVICE, "env.num_envs": NUM_ENVS,
                  **variant}
+    if EPSILON is not None:
+        overrides |= {"agent.epsilon_start": EPSILON, "agent.epsilon_end": EPSILON}
     return loop_rate("nature_dqn", overrides, LEARN_START, WARM_LEARN, MEASURE)
 
 
@@ -84,7 +93,8 @@ def sb3() -> float | None:
     model = DQN("CnnPolicy", env, learning_rate=HP["learning_rate"], buffer_size=CAPACITY,
                 learning_starts=LEARN_START, batch_size=HP["batch_size"], train_freq=HP["train_freq"],
                 gradient_steps=1, target_update_interval=HP["target_period"], gamma=HP["gamma"],
-                optimize_memory_usage=False, device=DEVICE, seed=0, verbose=0)
+                optimize_memory_usage=False, device=DEVICE, seed=0, verbose=0,
+                **({} if EPSILON is None else {"exploration_initial_eps": EPSILON, "exploration_final_eps": EPSILON}))
     model.learn(LEARN_START + WARM_LEARN + MEASURE_BASELINE, callback=Mark())
     env.close()
     return timer.rate()
@@ -115,7 +125,7 @@ def cleanrl() -> float | None:
     timer, rng = StepTimer(), np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
     for step in range(1, LEARN_START + WARM_LEARN + MEASURE_BASELINE + 1):
-        epsilon = max(0.1, 1.0 - step / 1e6)
+        epsilon = max(0.1, 1.0 - step / 1e6) if EPSILON is None else EPSILON
         if rng.random() < epsilon:
             action = int(rng.integers(n))
         else:
@@ -239,7 +249,7 @@ def summarize(result: dict, rates: dict, variants: dict) -> None:
 
 
 def main() -> None:
-    global DEVICE, CAPACITY, NUM_ENVS, LEARN_START, WARM_LEARN, MEASURE, MEASURE_BASELINE
+    global DEVICE, CAPACITY, NUM_ENVS, EPSILON, LEARN_START, WARM_LEARN, MEASURE, MEASURE_BASELINE
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
@@ -249,13 +259,14 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=WARM_LEARN, help="agent steps of learning before timing")
     parser.add_argument("--measure", type=int, default=MEASURE, help="agent steps timed (ours)")
     parser.add_argument("--measure-baseline", type=int, default=MEASURE_BASELINE, help="agent steps timed (SB3, CleanRL)")
+    parser.add_argument("--epsilon", type=float, help="hold every system's epsilon here (default: each one's schedule)")
     parser.add_argument("--seconds", type=float, default=15.0, help="per learner, acting and sampling figure")
     parser.add_argument("--out", default="end_to_end", help="results/bench/<out>.json")
     parser.add_argument("--variants", help="comma-separated subset of this suite's variants")
     parser.add_argument("--learners", help="comma-separated subset of the learner figures (eager, compiled, ...)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: learner, acting, sampling")
     args = parser.parse_args()
-    DEVICE, CAPACITY, NUM_ENVS = args.device, args.capacity, args.num_envs
+    DEVICE, CAPACITY, NUM_ENVS, EPSILON = args.device, args.capacity, args.num_envs, args.epsilon
     LEARN_START, WARM_LEARN, MEASURE, MEASURE_BASELINE = args.learn_start, args.warm, args.measure, args.measure_baseline
     gpu = DEVICE != "cpu"
     if not gpu:
@@ -263,10 +274,11 @@ def main() -> None:
     variants = {
         "ours_eager": {"train.compile": "false"},
         "ours_compiled": {"train.compile": "true"},
+        "ours_overlap": {"train.compile": "false", "train.overlap": True},
         "ours_fast": {"train.compile": "true", "env.backend": "ale", "train.overlap": True},
     }
     if gpu:  # the whole update as one CUDA graph, on ale-py's threads or on processes that can snapshot
-        del variants["ours_compiled"]  # emulators (exact resume)
+        del variants["ours_compiled"], variants["ours_overlap"]  # emulators (exact resume)
         variants |= {
             "ours_graph_ale": {"train.cuda_graph": True, "train.compile": "false", "env.backend": "ale", "train.overlap": True},
             "ours_graph_compiled_ale": {"train.cuda_graph": True, "train.compile": "true", "env.backend": "ale",
@@ -276,11 +288,13 @@ def main() -> None:
         }
     if args.variants:
         variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
+    epsilon = "on each system's schedule (about 1 here)" if EPSILON is None else f"held at {EPSILON} by every system"
     result = {
         "what": f"Nature DQN on Pong, 1 update of 32 per 4 agent steps, {NUM_ENVS} env(s) for ours (1 for SB3 and "
                 f"CleanRL), replay {CAPACITY:,}, device {DEVICE}{'' if gpu else ' (1 torch thread on a CPU)'}; "
                 f"agent steps per second over {MEASURE:,} steps (ours; {MEASURE_BASELINE:,} for SB3 and CleanRL) after "
                 f"{LEARN_START:,} random and {WARM_LEARN:,} learning steps of warm-up; "
+                f"epsilon {epsilon}; "
                 f"median of {args.repeats} alternated repeats",
         "machine": machine(),
         "command": " ".join(["python", "scripts/bench/end_to_end.py", *sys.argv[1:]]),
