@@ -27,8 +27,10 @@ GPU_SETTINGS = {
 def main() -> None:
     bench = ROOT / "results" / "bench"
     replay_bytes = json.loads((bench / "replay_memory.json").read_text())["bytes_per_transition"]
-    e2e = json.loads((bench / "end_to_end.json").read_text())
-    nature_rate = e2e["steps_per_second"][e2e["best_ours"]]
+    # Most of a run acts at epsilon 0.1 (its floor after the first million frames), with the preset's own
+    # optimizer: the fastest variant of ours in that benchmark other than the Adam one.
+    e2e = json.loads((bench / "end_to_end_epsilon_0.1.json").read_text())["steps_per_second"]
+    nature_rate = max(rate for name, rate in e2e.items() if name.startswith("ours_") and name != "ours_adam")
     # H200, the settings each spec's header gives: 32 envs on the async backend (exact resume), the whole
     # update as a CUDA graph; DER keeps its one environment (der_gpu.json, evaluation not counted).
     gpu_rate = json.loads((bench / "end_to_end_gpu_32envs.json").read_text())["steps_per_second"]["ours_graph_async"]
