@@ -80,8 +80,8 @@ class DQNAgent:
 
     @torch.no_grad()
     def act(self, obs, epsilon: float) -> np.ndarray:
-        """Epsilon-greedy actions for a batch of observations (uniformly random at epsilon 1, without
-        running the network: the replay warm-up)."""
+        """Epsilon-greedy actions for a batch of observations. The network runs only when some action of
+        the batch is greedy (never at epsilon 1: the replay warm-up)."""
         if epsilon >= 1.0:
             return torch.randint(self.n_actions, (len(obs),), device=self.device, generator=self.generator).cpu().numpy()
         if epsilon > 0:

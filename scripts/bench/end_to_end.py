@@ -284,8 +284,10 @@ def main() -> None:
         "ours_adam": {"train.compile": "false", **ADAM},
         "ours_fast": {"train.compile": "true", "env.backend": "ale", "train.overlap": True},
     }
-    if gpu:  # the whole update as one CUDA graph, on ale-py's threads or on processes that can snapshot
-        del variants["ours_compiled"], variants["ours_overlap"], variants["ours_adam"]  # emulators (exact resume)
+    if gpu:
+        del variants["ours_compiled"], variants["ours_overlap"], variants["ours_adam"]
+        # the whole update as one CUDA graph, on ale-py's threads or on processes that can snapshot
+        # emulators (exact resume)
         variants |= {
             "ours_graph_ale": {"train.cuda_graph": True, "train.compile": "false", "env.backend": "ale", "train.overlap": True},
             "ours_graph_compiled_ale": {"train.cuda_graph": True, "train.compile": "true", "env.backend": "ale",
