@@ -63,6 +63,28 @@ def rate(fn, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+def nature_update(device: str = "cpu", overrides: dict | None = None, cuda_graph: bool = False, **agent_options):
+    """The suite's learning update for nature_dqn (with `overrides`) on a replay of 2,000 Pong-sized steps
+    of noise: an UpdateStep to call. `agent_options` go to DQNAgent (compile, bf16, ...)."""
+    import numpy as np
+
+    from agents import DQNAgent
+    from agents.replay import FrameReplay
+    from agents.update import UpdateStep
+    from reproduce import config as cfg
+
+    agent = DQNAgent(cfg.resolve("nature_dqn", overrides or {}).agent, (84, 84), 4, 6, device, seed=0, **agent_options)
+    replay = FrameReplay(10_000, 1, obs_shape=(84, 84), stack=4, seed=0, device=device)
+    rng = np.random.default_rng(0)
+    obs = np.zeros((1, 4, 84, 84), np.uint8)  # an episode's first observation: zeros before its frame
+    obs[:, -1] = rng.integers(0, 255, (84, 84))
+    for _ in range(2_000):
+        nxt = np.concatenate([obs[:, 1:], rng.integers(0, 255, (1, 1, 84, 84), dtype=np.uint8)], 1)
+        replay.add(obs, [0], [0.0], [False], [False], nxt)
+        obs = nxt
+    return UpdateStep(agent, replay, 32, prioritized=False, cuda_graph=cuda_graph)
+
+
 def loop_rate(preset: str, overrides: dict, learn_start: int, warm: int, measure: int) -> float:
     """Agent steps per second of the suite's training loop on `preset` over `measure` steps after
     `learn_start` steps before learning and `warm` steps of learning (from the times in metrics.jsonl;

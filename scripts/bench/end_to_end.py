@@ -34,11 +34,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import loop_rate, machine, rate, write  # noqa: E402
+from common import loop_rate, machine, nature_update, rate, write  # noqa: E402
 
 from agents import DQNAgent  # noqa: E402
 from agents.replay import FrameReplay  # noqa: E402
-from agents.update import UpdateStep  # noqa: E402
 from reproduce import config as cfg  # noqa: E402
 from wrappers.vector import make_env, make_vector_env, next_observations  # noqa: E402
 
@@ -158,17 +157,8 @@ def learner(compile: bool = False, seconds: float = 15.0, reduce_overhead: bool 
             cuda_graph: bool = False, adam: bool = False) -> float:
     """Updates per second of the suite's learner, sampling included, on a replay of 2,000 steps
     (compiled, or captured, after warm-up); with the paper's centered RMSProp, or with ADAM."""
-    config = cfg.resolve("nature_dqn", ADAM if adam else {}).agent
-    agent = DQNAgent(config, (84, 84), 4, 6, DEVICE, seed=0, compile=compile, reduce_overhead=reduce_overhead, bf16=bf16)
-    replay = FrameReplay(10_000, 1, obs_shape=(84, 84), stack=4, seed=0, device=DEVICE)
-    rng = np.random.default_rng(0)
-    obs = np.zeros((1, 4, 84, 84), np.uint8)  # an episode's first observation: zeros before its frame
-    obs[:, -1] = rng.integers(0, 255, (84, 84))
-    for _ in range(2_000):
-        nxt = np.concatenate([obs[:, 1:], rng.integers(0, 255, (1, 1, 84, 84), dtype=np.uint8)], 1)
-        replay.add(obs, [0], [0.0], [False], [False], nxt)
-        obs = nxt
-    update = UpdateStep(agent, replay, 32, prioritized=False, cuda_graph=cuda_graph)
+    update = nature_update(DEVICE, ADAM if adam else None, cuda_graph=cuda_graph, compile=compile,
+                           reduce_overhead=reduce_overhead, bf16=bf16)
     for _ in range(10):  # compiles (and captures the CUDA graphs), where asked
         update()
     return rate(update, seconds)

@@ -18,14 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, rate, write  # noqa: E402
-
-from agents.networks import NatureCNN  # noqa: E402
-from agents.optim import build_optimizer  # noqa: E402
+from common import machine, nature_update, rate, write  # noqa: E402
 
 BATCH = 32
 # The fully connected layers' products in a Nature DQN update, as (m, k, n) of an [m, k] @ [k, n]:
@@ -52,27 +48,9 @@ def products() -> dict:
 
 
 def update_split(steps: int = 20) -> dict:
-    """Share of a Nature DQN update's operator time by kind of operator (torch.profiler, self CPU time),
-with nature_dqn's Huber loss and centered RMSProp."""
-    online, target = NatureCNN(), NatureCNN()
-    head_online, head_target = torch.nn.Linear(3136, 512), torch.nn.Linear(3136, 512)
-    out_online, out_target = torch.nn.Linear(512, 6), torch.nn.Linear(512, 6)
-    params = [*online.parameters(), *head_online.parameters(), *out_online.parameters()]
-    optimizer = build_optimizer(params, "centered_rmsprop", lr=2.5e-4, eps=0.01 / 32**2)  # nature_dqn's
-    obs, next_obs = (torch.randint(0, 256, (BATCH, 4, 84, 84), dtype=torch.uint8) for _ in range(2))
-    action, reward = torch.randint(0, 6, (BATCH,)), torch.randn(BATCH)
-
-    def q(torso, head, out, x):
-        return out(F.relu(head(torso(x))))
-
-    def update():
-        with torch.no_grad():
-            y = reward + 0.99 * q(target, head_target, out_target, next_obs).max(1).values
-        loss = F.smooth_l1_loss(q(online, head_online, out_online, obs).gather(1, action[:, None]).squeeze(1), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
+    """Share of a Nature DQN update's operator time by kind of operator (torch.profiler, self CPU time):
+    the suite's own update (nature_dqn's Huber loss and centered RMSProp), replay sampling in "other"."""
+    update = nature_update()
     for _ in range(3):
         update()
     start = time.perf_counter()
