@@ -21,11 +21,16 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(autouse=True)
 def exact_float32():
-    """No TF32 in the comparisons: float32 on both sides."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """No TF32 in the comparisons: float32 on both sides. And deterministic cuDNN: otherwise the first
+    convolutions of a process may run other algorithms (or atomics in another order) on one side than on
+    the other, a few 1e-6 apart after ten updates (measured on an H200, old and new optimizer alike),
+    which says nothing about the paths compared here."""
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = cuda.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark
+    cuda.allow_tf32 = cudnn.allow_tf32 = cudnn.benchmark = False
+    cudnn.deterministic = True
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    cuda.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved
 
 
 def atari_like_stream(replay_cls, device, steps=600, num_envs=4, **kw):
