@@ -123,6 +123,9 @@ class FrameReplay:
         self.generator.manual_seed(seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
         if self.kernel == "numba":  # what the compiled gather reads: views of the tensors, never copies
             self._host = (self.action.numpy(), self.reward.numpy(), self.flags.numpy(), self.discounts.numpy())
+        if self.device.type == "cpu":  # flat views, which `add` and `_refresh` write through (see _put)
+            self._flat = {name: getattr(self, name).numpy().reshape(-1) for name in ("action", "reward", "flags")}
+            self._flat["leaves"] = self.tree.levels[0].numpy()
 
     # ---------------------------------------------------------------- sizes
     def bytes_needed(self) -> int:
@@ -167,9 +170,9 @@ class FrameReplay:
                 )
             rows = torch.as_tensor((c[first] % self.slots) * N + first, device=self.device)
             self.store.write(rows, obs[:, -1].reshape(len(first), -1))
-        rows = torch.as_tensor((c % self.slots) * N + np.arange(N), device=self.device)
-        self.action.view(-1)[rows] = torch.as_tensor(np.asarray(action), device=self.device).reshape(-1).to(torch.int32)
-        self.reward.view(-1)[rows] = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=self.device).reshape(-1)
+        rows = (c % self.slots) * N + np.arange(N)
+        self._put("action", rows, np.asarray(action).reshape(-1).astype(np.int32))
+        self._put("reward", rows, np.asarray(reward, dtype=np.float32).reshape(-1))
         self._set_flags(c, (terminated * TERMINATED | truncated * TRUNCATED | start * FIRST).astype(np.uint8))
         # The next frame: an episode's final frame (a slot of its own), or the next step's observation.
         rows = torch.as_tensor(((c + 1) % self.slots) * N + np.arange(N), device=self.device)
@@ -198,8 +201,15 @@ class FrameReplay:
     def _set_flags(self, logical: np.ndarray, flags: np.ndarray) -> None:
         slot = logical % self.slots
         self.host_flags[slot, np.arange(self.num_envs)] = flags
-        rows = torch.as_tensor(slot * self.num_envs + np.arange(self.num_envs), device=self.device)
-        self.flags.view(-1)[rows] = torch.as_tensor(flags, device=self.device)
+        self._put("flags", slot * self.num_envs + np.arange(self.num_envs), flags)
+
+    def _put(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
+        """self.<name>.view(-1)[rows] = values. On a CPU through a numpy view of the tensor: the few values
+        of a step are written in about a microsecond, where torch's conversions and indexing cost tens."""
+        if self.device.type == "cpu":
+            self._flat[name][rows] = values
+        else:
+            getattr(self, name).view(-1)[torch.as_tensor(rows, device=self.device)] = torch.as_tensor(values, device=self.device)
 
     def _head(self) -> np.ndarray:
         """Logical position of the newest written frame of each env."""
@@ -231,15 +241,20 @@ class FrameReplay:
         keep = logical >= np.maximum(oldest[:, None], 0)
         logical, env = logical[keep], env[keep]
         valid = self._valid(logical, env)
-        leaf = torch.as_tensor((logical % self.slots) * self.num_envs + env, device=self.device)
-        fresh = torch.as_tensor(logical > before[env], device=self.device)  # the leaf's old value is stale
-        previous = torch.where(fresh, 0.0, self.tree.get(leaf))
+        leaf = (logical % self.slots) * self.num_envs + env
+        fresh = logical > before[env]  # the leaf's old value is stale
         initial = self._initial_priority()
-        valid = torch.as_tensor(valid, device=self.device)
-        self.tree.update(leaf, torch.where(valid, torch.where(previous > 0, previous, initial), 0.0))
+        if self.device.type == "cpu":  # numpy on the tensors' memory, as in _put
+            previous = np.where(fresh, 0.0, self._flat["leaves"][leaf])
+            priority = np.where(valid, np.where(previous > 0, previous, float(initial)), 0.0)
+        else:
+            leaf, fresh, valid = (torch.as_tensor(x, device=self.device) for x in (leaf, fresh, valid))
+            previous = torch.where(fresh, 0.0, self.tree.get(leaf))
+            priority = torch.where(valid, torch.where(previous > 0, previous, initial), 0.0)
+        self.tree.update(leaf, priority)
         self.refreshed_head = head
 
-    def _initial_priority(self) -> float:
+    def _initial_priority(self) -> float | torch.Tensor:
         return 1.0
 
     def _valid(self, L: np.ndarray, env: np.ndarray) -> np.ndarray:
