@@ -284,6 +284,33 @@ def test_sumtree_compiled_kernel_matches_the_torch_kernel(capacity, fanout, seed
         assert torch.allclose(probability, expected_probability, rtol=1e-12, atol=0)
 
 
+def test_sumtree_update_reads_the_stratified_indices_as_they_are_now():
+    """The compiled kernel reuses the array behind the index tensor it returned: an index changed in
+    place since, or a new tensor of the same values, updates what it says."""
+    tree = SumTree(100, fanout=4, kernel="numba")
+    tree.update(torch.arange(100), torch.ones(100))
+    index, _ = tree.stratified(np.full(8, 0.5))
+    index[0] = 99
+    tree.update(index, torch.full((8,), 3.0))
+    expected = torch.ones(100)
+    expected[index.clone()] = 3.0
+    assert torch.equal(tree.leaves, expected) and index[0].item() == 99
+    tree.update(index.clone(), torch.full((8,), 5.0))
+    expected[index] = 5.0
+    assert torch.equal(tree.leaves, expected)
+
+
+def test_prioritized_replay_resumes_its_strata_draws():
+    """The compiled kernel's uniform draws (numpy's generator) are part of the replay's state."""
+    replay = PrioritizedReplay(64, 1, obs_shape=(1,), stack=1, seed=3)
+    replay.uniform(5)
+    state = replay.state_dict()
+    expected = replay.uniform(32)
+    other = PrioritizedReplay(64, 1, obs_shape=(1,), stack=1, seed=4)
+    other.load_state_dict(state)
+    assert np.array_equal(other.uniform(32), expected)
+
+
 def test_sumtree_checkpoint_moves_between_kernels():
     """A GPU run's tree (torch kernel, its fanout) resumed on a CPU (compiled kernel, another fanout): the
     inner sums are rebuilt from the leaves."""

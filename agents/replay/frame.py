@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from agents.replay.storage import CODECS, frame_store
-from agents.replay.sumtree import SumTree, _host_array, choose_kernel
+from agents.replay.sumtree import SumTree, choose_kernel
 
 TERMINATED, TRUNCATED, FIRST, FINAL = 1, 2, 4, 8
 DONE = TERMINATED | TRUNCATED
@@ -305,7 +305,7 @@ class FrameReplay:
     def _gather(self, index: torch.Tensor) -> Batch:
         if self.kernel == "numba":
             action, reward, discount, rows = _gather_loops(*self._host, self.n_step, self.stack, self.capacity,
-                                                           _host_array(index, np.int64))
+                                                           self.tree.host_indices(index))
             obs, next_obs = self.store.read(torch.from_numpy(rows)).view(2, -1, self.stack, *self.obs_shape)
             return Batch(obs, torch.from_numpy(action), torch.from_numpy(reward), torch.from_numpy(discount),
                          next_obs, index)

@@ -7,6 +7,7 @@ batch (as DQN Zoo does; the memory size M cancels), with beta annealed linearly 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from agents.replay.frame import Batch, FrameReplay
@@ -38,6 +39,10 @@ class PrioritizedReplay(FrameReplay):
         # back would stall a GPU; a CUDA graph reads them where they are).
         self.max_priority = torch.ones((), dtype=torch.float32, device=self.device)
         self.beta_now = torch.full((), self.beta(), dtype=torch.float64, device=self.device)
+        if self.kernel == "numba":
+            # The compiled tree takes numpy arrays: its strata draws come from numpy, whose call costs a
+            # microsecond where torch.rand with a generator costs several (a sixth of a tree round).
+            self.host_generator = np.random.default_rng(self.generator.initial_seed())
 
     def beta(self) -> float:
         """beta, annealed linearly from its start to its end value over beta_steps added transitions."""
@@ -51,9 +56,14 @@ class PrioritizedReplay(FrameReplay):
         super().prepare_sample(batch_size)
         self.beta_now.fill_(self.beta())
 
+    def uniform(self, batch_size: int) -> torch.Tensor | np.ndarray:
+        """The B uniform draws in [0, 1) that place a sample in each stratum (float64)."""
+        if self.kernel == "numba":
+            return self.host_generator.random(batch_size)
+        return torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
+
     def draw(self, batch_size: int) -> Batch:
-        u = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
-        index, probability = self.tree.stratified(u)
+        index, probability = self.tree.stratified(self.uniform(batch_size))
         batch = self._gather(index)
         weight = (probability / probability.min()) ** -self.beta_now
         batch.weight = weight.float()
@@ -71,7 +81,10 @@ class PrioritizedReplay(FrameReplay):
         torch.maximum(self.max_priority, value.max(), out=self.max_priority)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "max_priority": self.max_priority.cpu().clone(), "beta_steps": self.beta_steps}
+        state = {**super().state_dict(), "max_priority": self.max_priority.cpu().clone(), "beta_steps": self.beta_steps}
+        if self.kernel == "numba":
+            state["host_generator"] = self.host_generator.bit_generator.state
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restores the replay, and the annealing of beta as the run started it: a run resumed with a
@@ -79,3 +92,5 @@ class PrioritizedReplay(FrameReplay):
         super().load_state_dict(state)
         self.max_priority.copy_(state["max_priority"])
         self.beta_steps = int(state.get("beta_steps", self.beta_steps))
+        if self.kernel == "numba" and "host_generator" in state:  # absent: written by the torch kernel
+            self.host_generator.bit_generator.state = state["host_generator"]

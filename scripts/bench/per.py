@@ -71,11 +71,16 @@ def python_round(tree: PythonSumTree, rng: random.Random, new_priorities: list[f
         tree.update(i, priority)
 
 
-def tree_round(tree: SumTree, generator: torch.Generator, new_priorities: torch.Tensor) -> None:
-    """python_round on the suite's tree: 32 stratified finds with their probabilities (as a PER sample
-    draws them), then 32 updates."""
-    index, _ = tree.stratified(torch.rand(BATCH, generator=generator, dtype=torch.float64, device=tree.device))
+def tree_round(tree: SumTree, uniform, new_priorities: torch.Tensor) -> None:
+    """python_round on the suite's tree: 32 stratified finds with their probabilities, their uniform
+    draws made as a PER sample makes them, then 32 updates."""
+    index, _ = tree.stratified(uniform(BATCH))
     tree.update(index, new_priorities)
+
+
+def per_uniform(kernel: str, device: str):
+    """The uniform draws of an (empty) PrioritizedReplay with this kernel."""
+    return PrioritizedReplay(64, 1, obs_shape=(1,), stack=1, seed=0, device=device, kernel=kernel).uniform
 
 
 def filled_replay(priorities: np.ndarray, device: str) -> PrioritizedReplay:
@@ -117,7 +122,8 @@ def main() -> None:
         trees["tree_torch_kernel"] = SumTree(CAPACITY, args.device, kernel="torch")
     for tree in trees.values():
         tree.update(torch.arange(CAPACITY), torch.as_tensor(priorities, dtype=torch.float32))
-    generator = torch.Generator(device=args.device).manual_seed(0)
+    # Each tree's draws as PrioritizedReplay.uniform makes them for that kernel.
+    draw = {name: per_uniform(tree.kernel, args.device) for name, tree in trees.items()}
     python_tree = PythonSumTree(CAPACITY)
     for i, p in enumerate(priorities):
         python_tree.update(i, float(p))
@@ -130,14 +136,15 @@ def main() -> None:
 
     rounds = {"pure_python_sum_tree": lambda: python_round(python_tree, prng, new_lists[next(turn) % 1024]),
               "replay": replay_round}
-    rounds.update({name: (lambda tree=tree: tree_round(tree, generator, new_tensors[next(turn) % 1024]))
+    rounds.update({name: (lambda tree=tree, name=name: tree_round(tree, draw[name], new_tensors[next(turn) % 1024]))
                    for name, tree in trees.items()})
     if trees["tree"].kernel == "numba":
         draws = [rng.random(BATCH) for _ in range(1024)]
 
         def loops_round():
             k = next(turn) % 1024
-            index, _ = _stratified_loops(*trees["tree"]._host, draws[k])
+            index, _ = np.empty(BATCH, np.int64), np.empty(BATCH)
+            _stratified_loops(*trees["tree"]._host, draws[k], index, _)
             _update_loops(*trees["tree"]._host, CAPACITY, index, new[k])
 
         rounds["compiled_loops_only"] = loops_round
@@ -167,6 +174,7 @@ def main() -> None:
         **({"compiled_loops_speedup": round(median["compiled_loops_only"] / python, 2)}
            if "compiled_loops_only" in median else {}),
         "repeats": args.repeats,
+        "rates_per_repeat": {name: [round(r, 1) for r in values] for name, values in rates.items()},
         "command": "python " + " ".join(sys.argv),
         "machine": machine(),
     }
