@@ -98,7 +98,10 @@ class SumTree:
         leaf of positive priority.
         """
         if self.kernel == "numba":
-            return torch.from_numpy(_find_loops(*self._host, _host_array(prefix_sums, np.float64)))
+            prefix_sums = _host_array(prefix_sums, np.float64)
+            node = np.empty(prefix_sums.size, np.int64)
+            _find_loops(*self._host, prefix_sums, node)
+            return torch.from_numpy(node)
         u = torch.as_tensor(prefix_sums, device=self.device, dtype=torch.float64).reshape(-1).clone()
         top = self.levels[-1]
         node = torch.zeros_like(u, dtype=torch.long)
@@ -116,7 +119,7 @@ class SumTree:
         probabilities p_i / total (float64)."""
         if self.kernel == "numba":
             u = _host_array(u, np.float64)
-            # Outputs made here, not in the compiled loop: numba's boxing of arrays it allocated costs
+            # Outputs made here, not in the compiled loops: numba's boxing of arrays it allocated costs
             # more than numpy's empty.
             index, probability = np.empty(u.size, np.int64), np.empty(u.size)
             _stratified_loops(*self._host, u, index, probability)
@@ -272,11 +275,12 @@ def _sum_rows(children, fanout, nodes, sums):
 
 
 @numba.njit(cache=True, nogil=True)
-def _find_loops(leaves, parents, offsets, fanout, prefix_sums):
-    """The batch descends together, a level at a time (see _prefetch_rows)."""
+def _find_loops(leaves, parents, offsets, fanout, prefix_sums, node):
+    """node[k] = the leaf where prefix_sums[k] falls. The batch descends together, a level at a time
+    (see _prefetch_rows)."""
     top = offsets.size - 1
     u = prefix_sums.copy()
-    node = np.zeros(prefix_sums.size, dtype=np.int64)
+    node[:] = 0
     # A row's total is its parent's sum, added in the same order (or, after a checkpoint of the torch
     # kernel, within the margin that _pick keeps).
     total = np.full(prefix_sums.size, _total(leaves, parents, offsets))
@@ -284,7 +288,6 @@ def _find_loops(leaves, parents, offsets, fanout, prefix_sums):
         row = parents[offsets[level - 1]:offsets[level]]
         _descend_level(row, fanout, level == top, node, u, total)
     _descend_level(leaves, fanout, top == 0, node, u, total)
-    return node
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -305,7 +308,7 @@ def _stratified_loops(leaves, parents, offsets, fanout, u, index, probability):
     prefix_sums = np.empty(u.size)
     for k in range(u.size):
         prefix_sums[k] = (k + u[k]) * (total / u.size)
-    index[:] = _find_loops(leaves, parents, offsets, fanout, prefix_sums)
+    _find_loops(leaves, parents, offsets, fanout, prefix_sums, index)
     for k in range(u.size):
         probability[k] = leaves[index[k]] / total
 
