@@ -208,7 +208,12 @@ class DQNAgent:
             best = (select * self.support).sum(-1).argmax(1)
             m = losses.categorical_projection(self._taken(next_p, best), batch.reward, batch.discount, self.support)
         ce = -(m * log_p).sum(-1)
-        return ce, ce, (log_p.exp() * self.support).sum(-1)
+        priority = ce
+        if self.config.c51_priority == "kl":
+            # KL(m || p) = cross-entropy - H(m): the same gradient, but the target's own entropy, large for a
+            # spread-out target and 0 for a terminal one on an atom, no longer sets a floor under the priority.
+            priority = (ce + torch.special.xlogy(m, m).sum(-1)).clamp(min=0)  # >= 0 up to rounding
+        return ce, priority, (log_p.exp() * self.support).sum(-1)
 
     def _loss_qr(self, batch: Batch):
         out, online_next = self._online_and_next(batch)

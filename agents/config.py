@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 DISTRIBUTIONAL = ("none", "c51", "qr", "iqn")
 HINDSIGHT = ("none", "future", "final", "episode")
+C51_PRIORITIES = ("cross_entropy", "kl")
 LOSSES = ("auto", "huber", "mse")
 OPTIMIZERS = ("adam", "centered_rmsprop", "rmsprop")
 TARGET_UPDATES = ("hard", "soft")
@@ -52,6 +53,7 @@ class AgentConfig:
     priority_beta_end: float = 1.0  # ... to this value ...
     priority_beta_steps: int = 0  # ... over this many agent steps (0: the run's whole budget)
     priority_eps: float = 1e-6  # added to |TD error| so every transition keeps a chance
+    c51_priority: str = "cross_entropy"  # c51 + prioritized: cross_entropy (DQN Zoo, Dopamine) | kl (Hessel et al. 2018)
     hindsight: str = "none"  # Andrychowicz et al. 2017, goal-conditioned tasks: none | future | final | episode
     hindsight_k: int = 4  # relabelled goals per real goal (a sampled goal is relabelled with p = k / (k + 1))
     batch_size: int = 32  # transitions per update
@@ -89,6 +91,7 @@ class AgentConfig:
         one_of("optimizer", OPTIMIZERS)
         one_of("target_update", TARGET_UPDATES)
         one_of("hindsight", HINDSIGHT)
+        one_of("c51_priority", C51_PRIORITIES)
         need(0.0 <= self.gamma <= 1.0, f"agent.gamma = {self.gamma}; must be in [0, 1]")
         need(self.n_step >= 1, f"agent.n_step = {self.n_step}; must be >= 1")
         need(self.num_atoms >= 2, f"agent.num_atoms = {self.num_atoms}; must be >= 2")

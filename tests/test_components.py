@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents import AgentConfig
+from agents import AgentConfig, DQNAgent
 from agents.losses import (
     categorical_projection,
     greedy_bootstrap,
@@ -18,7 +18,7 @@ from agents.losses import (
 )
 from agents.networks import Head, NoisyLinear, dueling_aggregate
 from agents.optim import CenteredRMSprop
-from agents.replay import PrioritizedReplay, SumTree
+from agents.replay import FrameReplay, PrioritizedReplay, SumTree
 from agents.replay.sumtree import KERNELS
 
 
@@ -67,6 +67,35 @@ def test_projection_matches_naive_loop(k, reward, discount, v_min, v_max, seed):
     assert np.allclose(got, naive_projection(p, reward, discount, z), atol=1e-9)
     assert got.sum() == pytest.approx(1.0)
 
+
+
+@pytest.mark.parametrize("kind", ["cross_entropy", "kl"])
+def test_c51_priority_is_the_cross_entropy_or_the_kl_to_the_projected_target(kind):
+    """Rainbow prioritises by KL(m || p) (Hessel et al. 2018), DQN Zoo and Dopamine by the cross-entropy
+    -sum m log p, which is larger by the target's entropy H(m). Checked per sample against Algorithm 1."""
+    replay = FrameReplay(100, 1, obs_shape=(3,), stack=1, obs_dtype=torch.float32, seed=0, n_step=1)
+    rng = np.random.default_rng(0)
+    for i in range(60):  # every 7th transition terminal with reward 0: m on the single atom at 0
+        done = i % 7 == 6
+        replay.add(rng.normal(size=(1, 3)).astype(np.float32), [rng.integers(2)], [0.0 if done else rng.normal()],
+                   [done], [False], rng.normal(size=(1, 3)).astype(np.float32))
+    batch = replay.sample(32)
+    config = AgentConfig(network="mlp", mlp_hidden=[16], hidden=16, distributional="c51", num_atoms=11, v_min=-5.0,
+                         v_max=5.0, prioritized=True, c51_priority=kind)
+    agent = DQNAgent(config, (3,), 1, 2, seed=0)
+    with torch.no_grad():
+        p = agent.online(batch.obs).softmax(-1).double().numpy()  # before the update: what the loss saw
+        next_p = agent.target(batch.next_obs).softmax(-1).double().numpy()
+    priority = agent.learn(batch)["priority"].double().numpy()
+    z = np.linspace(-5.0, 5.0, 11)
+    for i in range(32):
+        nxt = next_p[i, (next_p[i] @ z).argmax()]
+        m = naive_projection(nxt, batch.reward[i].item(), batch.discount[i].item(), z)
+        p_taken = p[i, batch.action[i]]
+        ce = -(m * np.log(p_taken)).sum()
+        kl = sum(mj * math.log(mj / pj) for mj, pj in zip(m, p_taken) if mj > 0)
+        assert priority[i] == pytest.approx(ce if kind == "cross_entropy" else kl, rel=1e-4, abs=1e-5)
+    assert (priority >= 0).all()
 
 # ------------------------------------------------------------------ targets
 def test_double_and_plain_q_bootstrap_against_loops():
