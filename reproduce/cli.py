@@ -64,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--against", help="published table (results/published/index.json); default: each preset's")
         p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
         p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-        p.add_argument("--score", choices=["eval", "training"], default="eval",
-                       help="a run's score: its final evaluation (default), or the mean return of its training "
-                            "episodes over the last --window steps, as Dopamine's baselines report")
+        p.add_argument("--score", choices=["eval", "best", "training"], default="eval",
+                       help="a run's score: its final evaluation (default), its best evaluation during training "
+                            "(as some papers' tables report), or the mean return of its training episodes over "
+                            "the last --window steps, as Dopamine's baselines report")
         p.add_argument("--window", type=int, default=250_000,
                        help="agent steps of training episodes for --score training (default 250,000: one Dopamine iteration)")
         p.add_argument("--wandb", choices=["online", "offline"], help="also log the tables and figures to W&B")

@@ -3,8 +3,9 @@ of Agarwal et al. 2021 (rliable): per-game scores, human-normalised scores, aggr
 bootstrap confidence intervals, performance profiles, probability of improvement, learning curves.
 
 Reads only run folders (config.toml, summary.json, eval.csv; episodes.csv for training scores), so it
-works offline and on copied or exported runs. A run's score is its final evaluation, or with
-score="training" the mean return of the training episodes that ended in its last `window` agent steps,
+works offline and on copied or exported runs. A run's score is its final evaluation; with score="best"
+its best evaluation during training (the highest mean over one evaluation's games, what some papers'
+tables report: IQN's, for one); or with score="training" the mean return of the training episodes that ended in its last `window` agent steps,
 which is what Dopamine's baselines report (one iteration: 250K steps). Runs are grouped into variants by
 `log.label` (default: the preset); a variant's runs must share one budget and one protocol, and every
 game the same number of seeds, or the report refuses rather than average incomparable runs.
@@ -25,7 +26,7 @@ from reproduce import published
 from reproduce.config import Config, load_run_config
 
 REPS = 2000  # bootstrap resamples
-SCORES = ("eval", "training")
+SCORES = ("eval", "best", "training")
 DOPAMINE_ITERATION_STEPS = 250_000
 AGGREGATES = ("mean", "median", "iqm", "optimality_gap")
 
@@ -81,9 +82,16 @@ def load_run(path: Path, score: str = "eval", window: int = DOPAMINE_ITERATION_S
         raise ReportError(f"run folder {path} lacks {', '.join(missing)} (is the run finished?)")
     config = load_run_config(path / "config.toml")
     summary = json.loads((path / "summary.json").read_text())
-    value = (final_training_return(path, int(summary["steps"]), window) if score == "training"
-             else float(summary["eval_return_mean"]))
-    return Run(path, config, summary, eval_curve(path), value, score)
+    curve = eval_curve(path)
+    if score == "training":
+        value = final_training_return(path, int(summary["steps"]), window)
+    elif score == "best":
+        if not curve:
+            raise ReportError(f"run folder {path}: eval.csv holds no evaluation")
+        value = max(mean for _, mean in curve)
+    else:
+        value = float(summary["eval_return_mean"])
+    return Run(path, config, summary, curve, value, score)
 
 
 def final_training_return(path: Path, steps: int, window: int) -> float:
@@ -115,6 +123,10 @@ def protocol_differences(run: Run, info: dict) -> list[str]:
     here, there = ("training" if run.score_kind == "training" else "evaluation"), info.get("returns", "evaluation")
     if here != there:
         out.append(f"table: {there} returns; here: {here} returns")
+    if here == there == "evaluation":
+        ours, theirs = _EVALUATION_KIND[run.score_kind], info.get("score", "final")
+        if ours != theirs:
+            out.append(f"table: {theirs} evaluation; here: {ours} evaluation")
     if here == there == "training" and info.get("train_epsilon") is not None \
             and not math.isclose(c.agent.epsilon_end, info["train_epsilon"]):
         out.append(f"training epsilon {c.agent.epsilon_end} (table {info['train_epsilon']})")
@@ -132,6 +144,9 @@ def protocol_differences(run: Run, info: dict) -> list[str]:
     if info.get("budget_frames") and c.frames != info["budget_frames"]:
         out.append(f"budget {_frames(c.frames)} frames (table {_frames(info['budget_frames'])})")
     return out
+
+
+_EVALUATION_KIND = {"eval": "final", "best": "best", "training": None}
 
 
 def _frames(n: int) -> str:
@@ -270,8 +285,8 @@ def build(paths: list[Path], out: Path, against: str | None = None, reps: int = 
             kind = ", training returns" if table.info.get("returns") == "training" else ""
             published_matrices[f"{table.name} (published runs{kind})"] = m
     aggregates = aggregate_estimates({**matrices, **published_matrices}, reps=reps, normalized=normalized)
-    result = {"metric": metric, "score": ("final evaluation" if score == "eval" else
-                                          f"training episodes ended in the last {window:,} agent steps"),
+    result = {"metric": metric, "score": {"eval": "final evaluation", "best": "best evaluation during training",
+                                          "training": f"training episodes ended in the last {window:,} agent steps"}[score],
               "aggregates": aggregates, "variants": {n: sorted(games) for n, games in variants.items()}}
     if normalized:
         result["baselines"] = baselines_name

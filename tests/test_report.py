@@ -269,3 +269,28 @@ def test_every_preset_names_a_published_table():
     for name in cfg.preset_names():
         table = cfg.resolve(name).paper.compare_with
         assert not table or table in tables, (name, table)
+
+
+def test_best_score_is_the_highest_mean_evaluation_and_marked_against_final_tables(tmp_path):
+    """IQN's table reports each game's best evaluation during training (index.json `score`): --score best
+    takes the highest mean over one evaluation's games, and a final score against it is marked."""
+    runs = tmp_path / "runs"
+    path = make_run(runs, "iqn", "pong", 0, score=3.0, steps=1000)
+    with open(path / "eval.csv", "w", newline="") as f:  # three evaluations of two games: means 4, 7, 3
+        csv.writer(f).writerows([["step", "frames", "episode", "return", "length"],
+                                 [250, 1000, 0, 2.0, 9], [250, 1000, 1, 6.0, 9],
+                                 [500, 2000, 0, 10.0, 9], [500, 2000, 1, 4.0, 9],
+                                 [1000, 4000, 0, 1.0, 9], [1000, 4000, 1, 5.0, 9]])
+    assert published.load("iqn_2018_iqn_noop").info["score"] == "best"
+    rows = {}
+    for score in ("eval", "best"):
+        result = build([runs], tmp_path / score, against="iqn_2018_iqn_noop", reps=50, score=score)
+        with open(tmp_path / score / "per_game.csv") as f:
+            rows[score] = next(csv.DictReader(f))
+    assert float(rows["best"]["mean"]) == 7.0 and result["score"] == "best evaluation during training"
+    assert float(rows["eval"]["mean"]) == 3.0
+    assert "table: best evaluation; here: final evaluation" in rows["eval"]["protocol_differences"]
+    assert "best evaluation" not in rows["best"]["protocol_differences"]
+    build([runs], tmp_path / "nature", against="nature_dqn_2015_noop", reps=50, score="best")
+    with open(tmp_path / "nature" / "per_game.csv") as f:
+        assert "table: final evaluation; here: best evaluation" in next(csv.DictReader(f))["protocol_differences"]

@@ -20,6 +20,7 @@ OUT = ROOT / "results" / "published"
 # Evaluation settings per table, from each paper (or Dopamine's configs); None where not known.
 #   evaluation: no-op starts | human starts | sticky actions | atari 100k
 #   returns: evaluation (default) | training (returns of the training episodes, at train_epsilon)
+#   score: final (default) | best (the best evaluation during training, where the table's protocol note says so)
 EVALUATION = [
     (r"^nature_dqn_2015", dict(evaluation="no-op starts", sticky=False, eval_epsilon=0.05, budget_frames=200_000_000,
                                eval_episode_frames=18_000)),
@@ -79,6 +80,8 @@ def main() -> None:
         settings = next(s for pattern, s in EVALUATION if re.search(pattern, name))
         entry = {"file": path.name, "source_table": meta.get("source_table", ""), "protocol": meta.get("protocol", ""),
                  **settings, "baselines": next(b for pattern, b in NORMALISATION if re.search(pattern, name))}
+        if "best intermediate evaluation" in entry["protocol"]:
+            entry["score"] = "best"
         if "agent" in rows[0]:  # one file, several agents and networks: one table each
             for agent, network in sorted({(r["agent"], r["network"]) for r in rows}):
                 index[f"dopamine_jax_{agent}_{network}".lower()] = {
