@@ -166,6 +166,12 @@ def group(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
         protocols = {json.dumps(r.config.protocol.to_dict(), sort_keys=True) for rs in games.values() for r in rs}
         if len(protocols) > 1:
             raise ReportError(f"variant {name!r} mixes runs under different protocols; report them separately")
+        # Same protocol card, other environments: ale-py's vector env presses no FIRE and counts no-ops apart.
+        backends = {r.config.env.backend for rs in games.values() for r in rs}
+        if "ale" in backends and len(backends) > 1:
+            raise ReportError(f"variant {name!r} mixes runs on env.backend = ale (ale-py's vector environment: no FIRE "
+                              f"at a life's start, no-ops drawn in C++) with runs on {', '.join(sorted(backends - {'ale'}))} "
+                              "(gymnasium's wrappers); report them separately or give them different log.label")
         evaluations = {f"epsilon {e.epsilon}, {e.episodes} games, frame cap {e.max_episode_frames}"
                        for rs in games.values() for e in (r.config.eval for r in rs)}
         if len(evaluations) > 1:

@@ -227,6 +227,11 @@ def test_report_bad_input(tmp_path, capsys):
     make_run(mixed, "nature_dqn", "pong", 1, 0.0, steps=2000)
     with pytest.raises(ReportError, match="mixes runs of different budgets"):
         build([mixed], tmp_path / "out")
+    backends = tmp_path / "backends"
+    make_run(backends, "nature_dqn", "pong", 0, 0.0)
+    make_run(backends, "nature_dqn", "pong", 1, 0.0, overrides={"env.backend": "ale"})
+    with pytest.raises(ReportError, match="mixes runs on env.backend = ale .* with runs on sync"):
+        build([backends], tmp_path / "out")
     uneven = tmp_path / "uneven"
     make_run(uneven, "nature_dqn", "pong", 0, 0.0)
     make_run(uneven, "nature_dqn", "pong", 1, 0.0)
