@@ -194,7 +194,7 @@ class DQNAgent:
         # In float32 even under bfloat16 autocast: dividing Q by tau = 0.03 magnifies bfloat16's rounding
         # (8 bits of mantissa, 0.06 at Q = 10) into errors of tens of percent in the bonus tau log pi.
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            both = self.target(torch.cat([batch.obs, batch.next_obs]))[..., 0].float()
+            both = self.target(torch.cat([batch.obs, batch.next_obs]))[..., 0]
         q_t, next_q_t = both.chunk(2)
         return losses.munchausen_target(batch.reward, batch.discount, batch.action, q_t, next_q_t,
                                         c.munchausen_tau, c.munchausen_alpha, c.munchausen_l0)

@@ -5,8 +5,9 @@ bootstrap confidence intervals, performance profiles, probability of improvement
 Reads only run folders (config.toml, summary.json, eval.csv; episodes.csv for training scores), so it
 works offline and on copied or exported runs. A run's score is its final evaluation; with score="best"
 its best evaluation during training (the highest mean over one evaluation's games, what some papers'
-tables report: IQN's, for one); or with score="training" the mean return of the training episodes that ended in its last `window` agent steps,
-which is what Dopamine's baselines report (one iteration: 250K steps). Runs are grouped into variants by
+tables report: IQN's, for one); or with score="training" the mean return of the training episodes that
+ended in its last `window` agent steps, which is what Dopamine's baselines report (one iteration: 250K
+steps). Runs are grouped into variants by
 `log.label` (default: the preset); a variant's runs must share one budget and one protocol, and every
 game the same number of seeds, or the report refuses rather than average incomparable runs.
 """
@@ -27,6 +28,7 @@ from reproduce.config import Config, load_run_config
 
 REPS = 2000  # bootstrap resamples
 SCORES = ("eval", "best", "training")
+_EVALUATION_KIND = {"eval": "final", "best": "best", "training": None}  # as index.json's `score` names them
 DOPAMINE_ITERATION_STEPS = 250_000
 AGGREGATES = ("mean", "median", "iqm", "optimality_gap")
 
@@ -144,9 +146,6 @@ def protocol_differences(run: Run, info: dict) -> list[str]:
     if info.get("budget_frames") and c.frames != info["budget_frames"]:
         out.append(f"budget {_frames(c.frames)} frames (table {_frames(info['budget_frames'])})")
     return out
-
-
-_EVALUATION_KIND = {"eval": "final", "best": "best", "training": None}
 
 
 def _frames(n: int) -> str:

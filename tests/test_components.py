@@ -68,7 +68,6 @@ def test_projection_matches_naive_loop(k, reward, discount, v_min, v_max, seed):
     assert got.sum() == pytest.approx(1.0)
 
 
-
 @pytest.mark.parametrize("kind", ["cross_entropy", "kl"])
 def test_c51_priority_is_the_cross_entropy_or_the_kl_to_the_projected_target(kind):
     """Rainbow prioritises by KL(m || p) (Hessel et al. 2018), DQN Zoo and Dopamine by the cross-entropy
@@ -96,6 +95,7 @@ def test_c51_priority_is_the_cross_entropy_or_the_kl_to_the_projected_target(kin
         kl = sum(mj * math.log(mj / pj) for mj, pj in zip(m, p_taken) if mj > 0)
         assert priority[i] == pytest.approx(ce if kind == "cross_entropy" else kl, rel=1e-4, abs=1e-5)
     assert (priority >= 0).all()
+
 
 # ------------------------------------------------------------------ targets
 def test_double_and_plain_q_bootstrap_against_loops():

@@ -129,7 +129,6 @@ def test_bf16_losses_match_fp32_within_two_percent():
         assert losses[1] == pytest.approx(losses[0], rel=0.02), (switches, losses)
 
 
-
 def test_bf16_keeps_the_munchausen_target_in_float32():
     """M-DQN divides Q by tau = 0.03: with Q near 10 (bfloat16 steps of 0.06 there) a bfloat16 target
     network would put errors of tens of percent into the bonus tau log pi; the target stays float32."""
@@ -143,6 +142,7 @@ def test_bf16_keeps_the_munchausen_target_in_float32():
             targets.append(agent._munchausen_target(batch))
     assert targets[1].dtype == torch.float32
     torch.testing.assert_close(targets[1], targets[0], rtol=1e-5, atol=1e-5)
+
 
 CARTPOLE = {"train.steps": 3000, "log.wandb": "disabled", "eval.period_steps": 1000, "eval.episodes": 3,
             "log.checkpoint_period_steps": 0}
