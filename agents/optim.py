@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import torch
 
 
@@ -34,11 +36,19 @@ class CenteredRMSprop(torch.optim.Optimizer):
                 if not self.state[p]:
                     self.state[p]["grad_avg"] = torch.zeros_like(p)
                     self.state[p]["square_avg"] = torch.zeros_like(p)
-                if p not in self._scratch:
-                    self._scratch[p] = torch.empty_like(p)
             grads = [p.grad for p in params]
             g = [self.state[p]["grad_avg"] for p in params]
             g2 = [self.state[p]["square_avg"] for p in params]
+            if all(_flat_cpu_float32(*tensors) for tensors in zip(params, grads, g, g2)):
+                # On a CPU the multi-tensor ops below are eight passes over memory (about 9 ms for Nature
+                # DQN's 1.7M weights on one core); one compiled loop per tensor makes one pass (about 2 ms).
+                scalars = np.float32(lr), np.float32(decay), np.float32(1 - decay), np.float32(eps)
+                for tensors in zip(params, grads, g, g2):
+                    _centered_rmsprop_loop(*(_flat(t).numpy() for t in tensors), *scalars)
+                continue
+            for p in params:
+                if p not in self._scratch:
+                    self._scratch[p] = torch.empty_like(p)
             # The denominator is written into buffers kept from step to step: freshly allocated ones
             # cost a page fault per 4 kB on a CPU (glibc returns blocks this large to the system when
             # they are freed), which made the step twice as slow. Not state: rebuilt at every step.
@@ -53,6 +63,29 @@ class CenteredRMSprop(torch.optim.Optimizer):
             torch._foreach_add_(denominator, eps)
             torch._foreach_sqrt_(denominator)
             torch._foreach_addcdiv_(params, grads, denominator, value=-lr)
+
+
+def _flat_cpu_float32(*tensors: torch.Tensor) -> bool:
+    """Whether the tensors are float32 on a CPU and laid out alike, densely (so that element i of one
+    flat view is element i of the others)."""
+    first = tensors[0]
+    dense = first.is_contiguous() or (first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last))
+    return dense and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.stride() == first.stride()
+                         and t.shape == first.shape for t in tensors)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().as_strided((t.numel(),), (1,))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _centered_rmsprop_loop(w, grad, g, g2, lr, decay, one_minus_decay, eps):
+    """The multi-tensor path's arithmetic, element by element and in its order (float32 throughout)."""
+    for i in range(w.size):
+        x = grad[i]
+        g[i] = g[i] + one_minus_decay * (x - g[i])
+        g2[i] = g2[i] * decay + one_minus_decay * x * x
+        w[i] = w[i] + -lr * x / np.sqrt(g2[i] + -g[i] * g[i] + eps)
 
 
 def build_optimizer(params, name: str, lr: float, eps: float, rmsprop_decay: float = 0.95,

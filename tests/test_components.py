@@ -17,6 +17,7 @@ from agents.losses import (
     td_target,
 )
 from agents.networks import Head, NoisyLinear, dueling_aggregate
+from agents import optim
 from agents.optim import CenteredRMSprop
 from agents.replay import FrameReplay, PrioritizedReplay, SumTree
 from agents.replay.sumtree import KERNELS
@@ -417,6 +418,33 @@ def test_centered_rmsprop_against_the_formula():
             expected[name] = expected[name] - 0.1 * g / np.sqrt(sq_avg - g_avg**2 + 0.01)
         assert np.allclose(w.detach().numpy(), expected["w"], atol=1e-6)
         assert np.allclose(v.detach().numpy(), expected["v"], atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_centered_rmsprop_cpu_loop_matches_the_multi_tensor_path(monkeypatch, channels_last):
+    """The CPU's compiled loop (one pass per tensor) against the multi-tensor ops the GPU runs, over steps
+    whose gradients grow and change sign: equal up to float32 rounding, in either memory layout."""
+    def run(fused: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        params = [torch.nn.Parameter(torch.randn(64, 32, 4, 4).contiguous(memory_format=layout)),
+                  torch.nn.Parameter(torch.randn(1000))]
+        opt = CenteredRMSprop(params, lr=2.5e-4)
+        with monkeypatch.context() as m:
+            if not fused:
+                m.setattr(optim, "_flat_cpu_float32", lambda *tensors: False)
+            for k in range(20):
+                for p in params:
+                    p.grad = (torch.randn(p.shape) * (k + 1)).contiguous(memory_format=layout if p.dim() == 4
+                                                                         else torch.contiguous_format)
+                opt.step()
+        return [p.detach() for p in params]
+
+    torch.manual_seed(0)
+    initial = [torch.randn(64, 32, 4, 4), torch.randn(1000)]
+    for fused, multi_tensor, start in zip(run(True), run(False), initial):
+        torch.testing.assert_close(fused, multi_tensor, rtol=1e-6, atol=1e-6)
+        assert (fused - start).abs().max() > 1e-3  # 20 steps of about lr each
 
 
 @pytest.mark.parametrize(
