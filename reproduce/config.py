@@ -65,7 +65,7 @@ class TrainConfig:
     # (compiled, its forward and backward replayed as CUDA graphs on a GPU)
     compile: str = "auto"
     cuda_graph: bool = False  # capture the whole update (sampling, loss, backward, optimizer) as one CUDA graph
-    bf16: bool = False  # bfloat16 autocast for the learner's forward pass (GPU)
+    bf16: bool = False  # bfloat16 autocast for the learner's forward pass (a GPU, or a CPU with AMX)
     overlap: bool = False  # step the environments in a thread while the learner updates (same result)
 
 

@@ -14,13 +14,18 @@ RESULTS = Path(__file__).resolve().parents[2] / "results" / "bench"
 
 
 def machine() -> dict:
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1] for line in lines if line.startswith("flags")).split())
     except (OSError, StopIteration):
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    # What decides the speed of bfloat16 on a CPU: AMX tiles (Sapphire Rapids and later), or AVX-512's bf16
+    # instructions, or neither (converted to float32 and back).
+    info["cpu_bf16"] = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
     for name in ("torch", "numpy", "gymnasium", "ale-py", "stable-baselines3"):
         try:
             info[name] = metadata.version(name)

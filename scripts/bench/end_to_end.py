@@ -220,7 +220,7 @@ def learner_kind(variant: dict) -> str:
         return "cuda_graph_compiled" if compiled else "cuda_graph"
     if variant.get("agent.optimizer") == "adam":
         return "eager_adam"
-    return "compiled" if compiled else "eager"
+    return ("compiled" if compiled else "eager") + ("_bf16" if variant.get("train.bf16") else "")
 
 
 def summarize(result: dict, rates: dict, variants: dict) -> None:
@@ -273,6 +273,11 @@ def main() -> None:
         "ours_overlap": {"train.compile": "false", "train.overlap": True},
         "ours_adam": {"train.compile": "false", **ADAM},
         "ours_fast": {"train.compile": "true", "env.backend": "ale", "train.overlap": True},
+        # bfloat16 autocast: oneDNN's bf16 kernels, which pay on a CPU with AMX (Intel Sapphire Rapids and
+        # later; machine()["cpu_bf16"] says which the CPU has)
+        "ours_compiled_bf16": {"train.compile": "true", "train.bf16": True},
+        "ours_ale_bf16": {"train.compile": "true", "env.backend": "ale", "train.bf16": True},
+        "ours_fast_bf16": {"train.compile": "true", "env.backend": "ale", "train.overlap": True, "train.bf16": True},
     }
     if gpu:
         del variants["ours_compiled"], variants["ours_overlap"], variants["ours_adam"]
@@ -302,7 +307,8 @@ def main() -> None:
     }
     seconds, skip = args.seconds, args.skip.split(",")
     if "learner" not in skip:
-        kinds = {"eager": {}, "compiled": {"compile": True}, "eager_adam": {"adam": True}}
+        kinds = {"eager": {}, "compiled": {"compile": True}, "eager_adam": {"adam": True},
+                 "compiled_bf16": {"compile": True, "bf16": True}}
         if gpu:
             kinds |= {"reduce_overhead": {"compile": True, "reduce_overhead": True}, "cuda_graph": {"cuda_graph": True},
                       "cuda_graph_compiled": {"compile": True, "cuda_graph": True},
