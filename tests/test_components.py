@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents import AgentConfig, DQNAgent
+from agents import AgentConfig, DQNAgent, optim
 from agents.losses import (
     categorical_projection,
     greedy_bootstrap,
@@ -17,7 +17,6 @@ from agents.losses import (
     td_target,
 )
 from agents.networks import Head, NoisyLinear, dueling_aggregate
-from agents import optim
 from agents.optim import CenteredRMSprop
 from agents.replay import FrameReplay, PrioritizedReplay, SumTree
 from agents.replay.sumtree import KERNELS

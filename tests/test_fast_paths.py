@@ -149,10 +149,10 @@ def test_bf16_nature_cnn_learns_along_the_fp32_path():
         torch.manual_seed(0)  # the same initial weights (the training loop seeds torch so)
         agent = DQNAgent(config, (84, 84), 4, 6, seed=0, bf16=bf16)
         with torch.no_grad():
-            before = agent.online(probe).float()
+            before = agent.online(probe)
         losses[bf16] = np.array([agent.learn(b)["loss"].item() for b in batches])
         with torch.no_grad():
-            moved[bf16] = agent.online(probe).float() - before
+            moved[bf16] = agent.online(probe) - before
     assert np.allclose(losses[True], losses[False], rtol=0.01), losses
     assert moved[False].abs().mean() > 1e-3  # learning moved Q
     cosine = torch.nn.functional.cosine_similarity(moved[True].flatten(), moved[False].flatten(), dim=0)
