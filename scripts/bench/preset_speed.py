@@ -5,6 +5,8 @@ presets whose ratio is not Nature DQN's (`der` updates at every agent step). Eva
     python scripts/bench/preset_speed.py der --game freeway                       # this CPU, eager
     python scripts/bench/preset_speed.py der --game freeway --threads 1,2 \
         --out der_cpu_threads                                                      # one run on 1 and on 2 cores
+    python scripts/bench/preset_speed.py der --game freeway --threads 2 \
+        --variants eager,bf16 --out der_cpu_bf16                                   # float32 and bf16 on 2 cores
     python scripts/bench/preset_speed.py der --game freeway --device cuda \\
         --variants eager,cuda_graph --out der_gpu                                 # -> results/bench/der_gpu.json
 """
@@ -27,6 +29,8 @@ VARIANTS = {
     "eager": {"train.compile": "false"},
     "compiled": {"train.compile": "true"},
     "cuda_graph": {"train.compile": "false", "train.cuda_graph": True},
+    "bf16": {"train.compile": "false", "train.bf16": True},  # pays on a GPU or a CPU with AMX
+    "compiled_bf16": {"train.compile": "true", "train.bf16": True},
 }
 
 
