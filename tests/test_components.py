@@ -434,8 +434,8 @@ def test_centered_rmsprop_cpu_loop_matches_the_multi_tensor_path(monkeypatch, ch
                 m.setattr(optim, "_flat_cpu_float32", lambda *tensors: False)
             for k in range(20):
                 for p in params:
-                    p.grad = (torch.randn(p.shape) * (k + 1)).contiguous(memory_format=layout if p.dim() == 4
-                                                                         else torch.contiguous_format)
+                    p.grad = torch.randn_like(p) * (k + 1)  # laid out as p
+                    assert not fused or optim._flat_cpu_float32(p, p.grad)  # the compiled loop's case
                 opt.step()
         return [p.detach() for p in params]
 
