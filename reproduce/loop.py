@@ -136,6 +136,9 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
     A new run needs a folder that holds no run; with resume=True the folder's newest usable checkpoint
     is continued (see reproduce.rundir.check_resumable for what may differ from its config).
     """
+    # First, so that the threads torch starts later inherit the setting (a thread's floating-point
+    # mode is copied from the thread that creates it; threads that exist already keep theirs).
+    torch.set_flush_denormal(config.train.flush_denormal)
     device = resolve_device(config.train.device)
     replay_device = device if config.replay.device == "auto" else resolve_device(config.replay.device)
     seed = config.train.seed

@@ -4,6 +4,8 @@ bfloat16 learners, overlapped stepping and background evaluation."""
 import dataclasses
 import filecmp
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -190,3 +192,22 @@ def test_overlap_and_background_evaluation_give_the_serial_result(tmp_path):
         assert filecmp.cmp(tmp_path / "serial" / name, tmp_path / "overlap" / name, shallow=False)
         assert filecmp.cmp(tmp_path / "serial" / name, tmp_path / "background" / name, shallow=False)
     assert runs["serial"]["eval_return_mean"] == runs["background"]["eval_return_mean"]
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_reaches_the_threads_a_run_starts(tmp_path, flush):
+    # A fresh interpreter, so that torch's worker threads start during the run: the product below is
+    # split between two threads, and every element is zero only if both flush.
+    script = f"""
+import torch
+from reproduce import config as cfg
+from reproduce.loop import train
+torch.set_num_threads(2)
+train(cfg.resolve("cartpole_dqn", {{"train.steps": 300, "agent.learning_starts_steps": 100, "log.wandb": "disabled",
+      "eval.period_steps": 0, "eval.episodes": 0, "log.checkpoint_period_steps": 0,
+      "train.flush_denormal": {flush}}}), __import__("pathlib").Path({str(tmp_path / "run")!r}), progress=False)
+product = torch.full((1 << 22,), 1e-40) * 1.5
+print(int((product == 0).sum()))
+"""
+    zeros = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert zeros == (1 << 22 if flush else 0)
