@@ -5,7 +5,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
+from agents.networks import MinAtarCNN
 from reproduce import config as cfg
 from reproduce.loop import train
 from wrappers.vector import make_env
@@ -48,3 +51,18 @@ def test_minatar_preset_runs(tmp_path):
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == 1500
     assert "loss" in (tmp_path / "run" / "metrics.jsonl").read_text()
+
+
+def test_minatar_torso_is_the_papers_convolution_on_a_contiguous_input():
+    """MinAtar's [B, 10, 10, C] booleans through one 3x3 convolution, against the same convolution on the
+    channels moved first by hand; the input reaches the convolution contiguous (a channels-last one makes
+    the ReLU's backward pass take a slow mixed-layout path on a CPU)."""
+    torso = MinAtarCNN(in_channels=4)
+    seen = []
+    torso.conv.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    obs = torch.rand(5, 10, 10, 4) < 0.2
+    features = torso(obs)
+    by_hand = np.transpose(obs.numpy(), (0, 3, 1, 2)).astype(np.float32)
+    expected = F.relu(F.conv2d(torch.from_numpy(by_hand), torso.conv.weight, torso.conv.bias)).reshape(5, -1)
+    torch.testing.assert_close(features, expected)
+    assert seen == [True]
