@@ -1,4 +1,4 @@
-"""Optimizers and schedules the papers use that PyTorch lacks."""
+"""Optimizers and schedules the papers use, where PyTorch lacks them or is slow on a CPU."""
 
 from __future__ import annotations
 
@@ -8,27 +8,35 @@ import torch
 
 
 class CenteredRMSprop(torch.optim.Optimizer):
-    """DeepMind's RMSProp (Graves 2013, used by Mnih et al. 2015), epsilon inside the square root:
+    """Centered RMSProp in the two forms the papers' code uses.
+
+    eps_in_root=True, DeepMind's (Graves 2013, used by Mnih et al. 2015):
 
         g  <- decay g  + (1 - decay) grad
         g2 <- decay g2 + (1 - decay) grad^2
         w  <- w - lr grad / sqrt(g2 - g^2 + eps)
 
-    torch.optim.RMSprop(centered=True) adds eps after the square root instead, which changes the
-    update wherever g2 - g^2 is comparable to eps. With a batch-mean loss, eps = 0.01 / 32^2
-    reproduces the Nature paper's summed-loss update with min squared gradient 0.01 (DQN Zoo's choice).
+    With a batch-mean loss, eps = 0.01 / 32^2 reproduces the Nature paper's summed-loss update with min
+    squared gradient 0.01 (DQN Zoo's choice).
+
+    eps_in_root=False, PyTorch's torch.optim.RMSprop(centered=True) (MinAtar's reference code): eps after
+    the root, and an optional momentum buffer b <- momentum b + grad / (sqrt(g2 - g^2) + eps),
+    w <- w - lr b. The two differ wherever g2 - g^2 is comparable to eps.
     """
 
-    def __init__(self, params, lr: float, decay: float = 0.95, eps: float = 0.01 / 32**2):
-        if lr <= 0 or not 0 <= decay < 1 or eps <= 0:
-            raise ValueError(f"CenteredRMSprop needs lr > 0, 0 <= decay < 1, eps > 0; got {lr}, {decay}, {eps}")
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
+    def __init__(self, params, lr: float, decay: float = 0.95, eps: float = 0.01 / 32**2, eps_in_root: bool = True,
+                 momentum: float = 0.0):
+        if lr <= 0 or not 0 <= decay < 1 or eps <= 0 or not 0 <= momentum < 1 or (momentum and eps_in_root):
+            raise ValueError(f"CenteredRMSprop needs lr > 0, 0 <= decay < 1, eps > 0, 0 <= momentum < 1 (only with "
+                             f"eps_in_root=False); got {lr}, {decay}, {eps}, {momentum}")
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, eps_in_root=eps_in_root, momentum=momentum))
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            lr, decay, eps = group["lr"], group["decay"], group["eps"]
+            lr, decay, eps, momentum = group["lr"], group["decay"], group["eps"], group["momentum"]
+            eps_in_root = group["eps_in_root"]
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -36,14 +44,19 @@ class CenteredRMSprop(torch.optim.Optimizer):
                 if not self.state[p]:
                     self.state[p]["grad_avg"] = torch.zeros_like(p)
                     self.state[p]["square_avg"] = torch.zeros_like(p)
+                    if momentum:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
             grads = [p.grad for p in params]
             g = [self.state[p]["grad_avg"] for p in params]
             g2 = [self.state[p]["square_avg"] for p in params]
-            if all(_flat_cpu_float32(*tensors) for tensors in zip(params, grads, g, g2)):
+            # Without momentum the loop is handed g in place of the buffer it then never touches.
+            b = [self.state[p]["momentum_buffer"] for p in params] if momentum else g
+            if all(_flat_cpu_float32(*tensors) for tensors in zip(params, grads, g, g2, b)):
                 # On a CPU the multi-tensor ops below are eight passes over memory (about 9 ms for Nature
                 # DQN's 1.7M weights on one core); one compiled loop per tensor makes one pass (about 2 ms).
-                scalars = np.float32(lr), np.float32(decay), np.float32(1 - decay), np.float32(eps)
-                for tensors in zip(params, grads, g, g2):
+                scalars = (np.float32(lr), np.float32(decay), np.float32(1 - decay), np.float32(eps), eps_in_root,
+                           np.float32(momentum))
+                for tensors in zip(params, grads, g, g2, b):
                     _centered_rmsprop_loop(*(_flat(t).numpy() for t in tensors), *scalars)
                 continue
             for p in params:
@@ -60,9 +73,18 @@ class CenteredRMSprop(torch.optim.Optimizer):
             torch._foreach_addcmul_(g2, grads, grads, value=1 - decay)
             torch._foreach_copy_(denominator, g2)
             torch._foreach_addcmul_(denominator, g, g, value=-1)
-            torch._foreach_add_(denominator, eps)
-            torch._foreach_sqrt_(denominator)
-            torch._foreach_addcdiv_(params, grads, denominator, value=-lr)
+            if eps_in_root:
+                torch._foreach_add_(denominator, eps)
+                torch._foreach_sqrt_(denominator)
+            else:
+                torch._foreach_sqrt_(denominator)
+                torch._foreach_add_(denominator, eps)
+            if momentum:
+                torch._foreach_mul_(b, momentum)
+                torch._foreach_addcdiv_(b, grads, denominator)
+                torch._foreach_add_(params, b, alpha=-lr)
+            else:
+                torch._foreach_addcdiv_(params, grads, denominator, value=-lr)
 
 
 def _flat_cpu_float32(*tensors: torch.Tensor) -> bool:
@@ -79,13 +101,19 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _centered_rmsprop_loop(w, grad, g, g2, lr, decay, one_minus_decay, eps):
+def _centered_rmsprop_loop(w, grad, g, g2, b, lr, decay, one_minus_decay, eps, eps_in_root, momentum):
     """The multi-tensor path's arithmetic, element by element and in its order (float32 throughout)."""
     for i in range(w.size):
         x = grad[i]
         g[i] = g[i] + one_minus_decay * (x - g[i])
         g2[i] = g2[i] * decay + one_minus_decay * x * x
-        w[i] = w[i] + -lr * x / np.sqrt(g2[i] + -g[i] * g[i] + eps)
+        variance = g2[i] + -g[i] * g[i]
+        denominator = np.sqrt(variance + eps) if eps_in_root else np.sqrt(variance) + eps
+        if momentum:
+            b[i] = b[i] * momentum + x / denominator
+            w[i] = w[i] + -lr * b[i]
+        else:
+            w[i] = w[i] + -lr * x / denominator
 
 
 def build_optimizer(params, name: str, lr: float, eps: float, rmsprop_decay: float = 0.95,
@@ -95,8 +123,8 @@ def build_optimizer(params, name: str, lr: float, eps: float, rmsprop_decay: flo
         return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     if name == "centered_rmsprop":
         return CenteredRMSprop(params, lr=lr, decay=rmsprop_decay, eps=eps)
-    if name == "rmsprop":  # PyTorch's own (centered, eps outside the root), as MinAtar's reference code uses
-        return torch.optim.RMSprop(params, lr=lr, alpha=rmsprop_decay, eps=eps, momentum=rmsprop_momentum, centered=True)
+    if name == "rmsprop":  # PyTorch's (centered, eps outside the root), as MinAtar's reference code uses
+        return CenteredRMSprop(params, lr=lr, decay=rmsprop_decay, eps=eps, eps_in_root=False, momentum=rmsprop_momentum)
     raise ValueError(f"unknown optimizer {name!r}; known: adam, centered_rmsprop, rmsprop")
 
 

@@ -446,6 +446,31 @@ def test_centered_rmsprop_cpu_loop_matches_the_multi_tensor_path(monkeypatch, ch
         assert (fused - start).abs().max() > 1e-3  # 20 steps of about lr each
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("compiled_loop", [True, False])
+def test_rmsprop_eps_outside_the_root_is_torchs_centered_rmsprop(monkeypatch, momentum, compiled_loop):
+    """The `rmsprop` optimizer against torch.optim.RMSprop(centered=True), which MinAtar's reference code
+    runs, on both of its paths, with and without momentum."""
+    torch.manual_seed(0)
+    shapes = [(16, 4, 3, 3), (128, 1024), (6,)]
+    initial = [torch.randn(shape) for shape in shapes]
+    ours = [torch.nn.Parameter(x.clone()) for x in initial]
+    reference = [torch.nn.Parameter(x.clone()) for x in initial]
+    opt = optim.build_optimizer(ours, "rmsprop", lr=1e-3, eps=0.01, rmsprop_decay=0.95, rmsprop_momentum=momentum)
+    ref = torch.optim.RMSprop(reference, lr=1e-3, alpha=0.95, eps=0.01, momentum=momentum, centered=True)
+    if not compiled_loop:
+        monkeypatch.setattr(optim, "_flat_cpu_float32", lambda *tensors: False)
+    for k in range(20):
+        for a, r in zip(ours, reference):
+            a.grad = torch.randn_like(a) * (k + 1) * 0.01
+            r.grad = a.grad.clone()
+        opt.step()
+        ref.step()
+    for a, r, x in zip(ours, reference, initial):
+        torch.testing.assert_close(a.detach(), r.detach(), rtol=1e-5, atol=1e-6)
+        assert (a.detach() - x).abs().max() > 1e-2  # 20 steps of lr / sqrt(1 - decay) or more each
+
+
 @pytest.mark.parametrize(
     "switches, message",
     [
