@@ -31,6 +31,10 @@ VARIANTS = {
     "cuda_graph": {"train.compile": "false", "train.cuda_graph": True},
     "bf16": {"train.compile": "false", "train.bf16": True},  # pays on a GPU or a CPU with AMX
     "compiled_bf16": {"train.compile": "true", "train.bf16": True},
+    # Denormals computed as the CPU does by default; toggled per run on the calling thread only, so
+    # compare with --threads 1.
+    "eager_denormal": {"train.compile": "false", "train.flush_denormal": False},
+    "compiled_denormal": {"train.compile": "true", "train.flush_denormal": False},
 }
 
 
