@@ -76,7 +76,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     period_steps: int = 250_000  # agent steps between evaluations; 0: only at the end
-    episodes: int = 30  # whole games per evaluation
+    episodes: int = 30  # whole games per evaluation; 0: no evaluation
     epsilon: float | None = None  # None: the protocol's evaluation epsilon
     max_episode_frames: int | None = None  # None: the protocol's evaluation cap
     num_envs: int = 8  # evaluation environments stepped together

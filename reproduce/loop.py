@@ -280,8 +280,11 @@ class Evaluator:
         self.pending = None  # (step, future or results)
 
     def start(self, agent: DQNAgent, step: int) -> tuple | None:
-        """Starts an evaluation; without a background thread it runs now and its result is returned."""
+        """Starts an evaluation; without a background thread it runs now and its result is returned.
+        With eval.episodes = 0 there is none: nothing is written."""
         c = self.config
+        if c.eval.episodes == 0:
+            return None
         actor = agent.actor(seed=c.train.seed + step)
         job = functools.partial(evaluate, actor, c.env.game, c.protocol, c.eval.episodes, c.eval.epsilon,
                                 c.eval.max_episode_frames, c.eval.num_envs,

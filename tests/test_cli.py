@@ -1,11 +1,14 @@
 import csv
 import json
+import math
 import subprocess
 import tomllib
 
 import pytest
 
+from reproduce import config as cfg
 from reproduce.cli import main
+from reproduce.loop import train
 
 FAST_PONG = [
     "--steps", "600", "--wandb", "disabled", "--no-progress",
@@ -148,3 +151,13 @@ def test_finished_run_prints_its_score_beside_the_published_one(preset, table, p
     assert line.startswith(f"your score 3.2 (evaluation) beside the published {ref:g} ({table}")
     assert published is None or f"{ref:g}" == published  # Nature DQN's Pong, Extended Data Table 2
     assert ("training returns" in line) == training and ("--score training" in line) == training
+
+
+def test_no_evaluation_with_zero_episodes(tmp_path, capsys):
+    summary = train(cfg.resolve("cartpole_dqn", {"train.steps": 400, "agent.learning_starts_steps": 100,
+                                                 "eval.period_steps": 200, "eval.episodes": 0, "log.wandb": "disabled",
+                                                 "log.checkpoint_period_steps": 0}), tmp_path / "run", progress=False)
+    assert summary["eval_episodes"] == 0 and math.isnan(summary["eval_return_mean"])
+    assert (tmp_path / "run" / "eval.csv").read_text().count("\n") == 1  # the header alone
+    assert "eval_return" not in (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "evaluation" not in capsys.readouterr().err
