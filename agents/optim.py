@@ -32,6 +32,13 @@ class CenteredRMSprop(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, decay=decay, eps=eps, eps_in_root=eps_in_root, momentum=momentum))
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}
 
+    def __setstate__(self, state: dict) -> None:
+        # Checkpoints written before the PyTorch form existed hold groups without its two settings.
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("eps_in_root", True)
+            group.setdefault("momentum", 0.0)
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:

@@ -1,5 +1,6 @@
 """The DQN family's components against hand-worked examples and naive implementations."""
 
+import copy
 import math
 
 import numpy as np
@@ -444,6 +445,29 @@ def test_centered_rmsprop_cpu_loop_matches_the_multi_tensor_path(monkeypatch, ch
     for fused, multi_tensor, start in zip(run(True), run(False), initial):
         torch.testing.assert_close(fused, multi_tensor, rtol=1e-6, atol=1e-6)
         assert (fused - start).abs().max() > 1e-3  # 20 steps of about lr each
+
+
+def test_centered_rmsprop_loads_a_state_saved_before_the_pytorch_form():
+    """An optimizer state without eps_in_root and momentum (checkpoints written before they existed)
+    continues as DeepMind's form."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(10)) for _ in range(2)]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    old, new = CenteredRMSprop(params, lr=0.01), CenteredRMSprop(copies, lr=0.01)
+    for p, c in zip(params, copies):
+        p.grad = torch.randn(10)
+        c.grad = p.grad.clone()
+    old.step()
+    saved = copy.deepcopy(old.state_dict())  # as a checkpoint holds it, not sharing the live state
+    for group in saved["param_groups"]:
+        del group["eps_in_root"], group["momentum"]
+    new.load_state_dict(saved)
+    for c, p in zip(copies, params):
+        c.data.copy_(p.data)
+    old.step()
+    new.step()
+    for p, c in zip(params, copies):
+        torch.testing.assert_close(c, p, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
