@@ -33,9 +33,12 @@ class CenteredRMSprop(torch.optim.Optimizer):
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}
 
     def __setstate__(self, state: dict) -> None:
-        # Checkpoints written before the PyTorch form existed hold groups without its two settings.
+        # Checkpoints written before the PyTorch form existed: DeepMind's groups lack its two settings, and
+        # `rmsprop` runs saved torch.optim.RMSprop's groups (same state names, its decay called alpha).
         super().__setstate__(state)
         for group in self.param_groups:
+            if "alpha" in group and "decay" not in group:
+                group.update(decay=group["alpha"], eps_in_root=False)
             group.setdefault("eps_in_root", True)
             group.setdefault("momentum", 0.0)
 

@@ -470,6 +470,30 @@ def test_centered_rmsprop_loads_a_state_saved_before_the_pytorch_form():
         torch.testing.assert_close(c, p, rtol=0, atol=0)
 
 
+def test_rmsprop_continues_from_torchs_rmsprop_state():
+    """`rmsprop` runs checkpointed torch.optim.RMSprop's state before it ran on CenteredRMSprop: loaded,
+    the next steps are torch's."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(10)), torch.nn.Parameter(torch.randn(3, 4))]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    reference = torch.optim.RMSprop(params, lr=0.01, alpha=0.9, eps=0.01, momentum=0.5, centered=True)
+    for step in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        if step == 1:
+            ours = optim.build_optimizer(copies, "rmsprop", lr=0.01, eps=0.01, rmsprop_decay=0.9, rmsprop_momentum=0.5)
+            ours.load_state_dict(copy.deepcopy(reference.state_dict()))
+            for c, p in zip(copies, params):
+                c.data.copy_(p.data)
+        if step >= 1:
+            for c, p in zip(copies, params):
+                c.grad = p.grad.clone()
+            ours.step()
+        reference.step()
+    for c, p in zip(copies, params):
+        torch.testing.assert_close(c, p, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("compiled_loop", [True, False])
 def test_rmsprop_eps_outside_the_root_is_torchs_centered_rmsprop(monkeypatch, momentum, compiled_loop):
