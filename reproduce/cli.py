@@ -177,7 +177,7 @@ def _report(summary: dict, config: cfg.Config) -> int:
     print(json.dumps({k: summary[k] for k in ("game", "steps", "eval_return_mean", "eval_return_std",
                                               "steps_per_second", "params_sha256")}, indent=2))
     table = config.paper.compare_with
-    if table and summary["steps"] >= config.train.steps:
+    if table and summary["steps"] >= config.train.steps and summary["eval_episodes"] > 0:
         ref = published.load(table)
         score = ref.scores.get(config.env.game)
         if score is not None:

@@ -137,8 +137,10 @@ def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = F
     is continued (see reproduce.rundir.check_resumable for what may differ from its config).
     """
     # First, so that the threads torch starts later inherit the setting (a thread's floating-point
-    # mode is copied from the thread that creates it; threads that exist already keep theirs).
-    torch.set_flush_denormal(config.train.flush_denormal)
+    # mode is copied from the thread that creates it; threads that exist already keep theirs). It stays
+    # for the rest of the process: those threads outlive the run.
+    if not torch.set_flush_denormal(config.train.flush_denormal) and config.train.flush_denormal:
+        print("warning: this CPU cannot flush denormals (train.flush_denormal has no effect)", file=sys.stderr)
     device = resolve_device(config.train.device)
     replay_device = device if config.replay.device == "auto" else resolve_device(config.replay.device)
     seed = config.train.seed

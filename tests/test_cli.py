@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from reproduce import config as cfg
-from reproduce.cli import main
+from reproduce.cli import _report, main
 from reproduce.loop import train
 
 FAST_PONG = [
@@ -140,11 +140,10 @@ def test_console_script_is_installed():
 def test_finished_run_prints_its_score_beside_the_published_one(preset, table, published, training, capsys):
     from reproduce import config as cfg
     from reproduce import published as tables
-    from reproduce.cli import _report
 
     config = cfg.resolve(preset, {"env.game": "pong", "train.steps": 1000})
     summary = {"game": "pong", "steps": 1000, "eval_return_mean": 3.25, "eval_return_std": 1.0,
-               "steps_per_second": 50.0, "params_sha256": "0"}
+               "steps_per_second": 50.0, "params_sha256": "0", "eval_episodes": 10}
     assert _report(summary, config) == 0
     line = capsys.readouterr().out.splitlines()[-1]
     ref = tables.load(table).scores["pong"]
@@ -161,3 +160,6 @@ def test_no_evaluation_with_zero_episodes(tmp_path, capsys):
     assert (tmp_path / "run" / "eval.csv").read_text().count("\n") == 1  # the header alone
     assert "eval_return" not in (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "evaluation" not in capsys.readouterr().err
+    config = cfg.resolve("nature_dqn", {"env.game": "pong", "train.steps": 400})  # a preset with a table
+    assert _report(summary | {"game": "pong"}, config) == 0
+    assert "your score" not in capsys.readouterr().out  # no evaluation, no score to set beside the paper's

@@ -199,15 +199,17 @@ def test_flush_denormal_reaches_the_threads_a_run_starts(tmp_path, flush):
     # A fresh interpreter, so that torch's worker threads start during the run: the product below is
     # split between two threads, and every element is zero only if both flush.
     script = f"""
+from pathlib import Path
 import torch
 from reproduce import config as cfg
 from reproduce.loop import train
 torch.set_num_threads(2)
 train(cfg.resolve("cartpole_dqn", {{"train.steps": 300, "agent.learning_starts_steps": 100, "log.wandb": "disabled",
       "eval.period_steps": 0, "eval.episodes": 0, "log.checkpoint_period_steps": 0,
-      "train.flush_denormal": {flush}}}), __import__("pathlib").Path({str(tmp_path / "run")!r}), progress=False)
-product = torch.full((1 << 22,), 1e-40) * 1.5
-print(int((product == 0).sum()))
+      "train.flush_denormal": {flush}}}), Path({str(tmp_path / "run")!r}), progress=False)
+# 1e-40 from its bits: a float literal would already be flushed by the main thread's conversion.
+denormal = torch.full((1 << 22,), 71362, dtype=torch.int32).view(torch.float32)
+print(int(((denormal * 1.5).view(torch.int32) == 0).sum()))  # the bits: a float comparison would flush too
 """
     zeros = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     assert zeros == (1 << 22 if flush else 0)

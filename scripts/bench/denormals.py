@@ -35,6 +35,16 @@ def fractions(tree, prefix: str = "") -> dict[str, dict[str, float]]:
     return out
 
 
+def named_optimizer_state(agent: dict) -> dict:
+    """The optimizer's per-parameter state keyed by the parameter's name (the optimizer numbers them in the
+    network's parameter order, the order of its state_dict when the network has no buffers)."""
+    optimizer, names = agent["optimizer"], list(agent["online"])
+    indices = [i for group in optimizer["param_groups"] for i in group["params"]]
+    if len(indices) != len(names):  # buffers in the state_dict: the numbers cannot be named safely
+        return optimizer["state"]
+    return {names[indices.index(i)]: value for i, value in optimizer["state"].items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -47,7 +57,7 @@ def main() -> None:
         result[str(path)] = {"step": state["loop"]["step"],
                              "flush_denormal": config["train"].get("flush_denormal", "absent (before the option)"),
                              "tensors": fractions({"networks": state["agent"]["online"],
-                                                   "optimizer": state["agent"]["optimizer"]["state"]})}
+                                                   "optimizer": named_optimizer_state(state["agent"])})}
     write(args.out, {"what": "fraction of denormal (0 < |x| < 1.2e-38) and zero elements of each float32 tensor of "
                              "the online network and the optimizer state, per checkpoint",
                      "machine": machine(), "command": " ".join(["python", "scripts/bench/denormals.py", *sys.argv[1:]]),

@@ -8,7 +8,8 @@ presets whose ratio is not Nature DQN's (`der` updates at every agent step). Eva
     python scripts/bench/preset_speed.py der --game freeway --threads 2 \
         --variants eager,bf16 --out der_cpu_bf16                                   # float32 and bf16 on 2 cores
     python scripts/bench/preset_speed.py minatar_dqn --game minatar_breakout --learn-start 5000 \
-        --warm 10000 --variants eager,eager_denormal --out minatar_cpu              # denormals flushed or not
+        --warm 10000 --measure 4000 --repeats 1 --variants eager,eager_denormal \
+        --out minatar_cpu/COMMIT_rN                                                # flushed or not (README)
     python scripts/bench/preset_speed.py der --game freeway --device cuda \\
         --variants eager,cuda_graph --out der_gpu                                 # -> results/bench/der_gpu.json
 """
