@@ -1,5 +1,5 @@
 """How much of a run's learner state is denormal (nonzero and below float32's smallest normal, 1.2e-38):
-the numbers that cost about a hundred times more per operation on a CPU unless `train.flush_denormal`
+the numbers for which a CPU takes a slow path at every operation unless `train.flush_denormal`
 flushes them. Reads checkpoints; per tensor of the networks and the optimizer state, the fraction of
 denormal and of zero elements.
 
