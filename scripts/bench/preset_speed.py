@@ -37,7 +37,6 @@ VARIANTS = {
     # Denormals computed as the CPU does by default; toggled per run on the calling thread only, so
     # compare with --threads 1.
     "eager_denormal": {"train.compile": "false", "train.flush_denormal": False},
-    "compiled_denormal": {"train.compile": "true", "train.flush_denormal": False},
 }
 
 
