@@ -69,7 +69,7 @@ class TrainConfig:
     overlap: bool = False  # step the environments in a thread while the learner updates (same result)
     # Denormal floats read and written as zero on the CPU (FTZ and DAZ), as TensorFlow's and XLA's CPU
     # runtimes do (so DQN Zoo and Dopamine). Without it the optimizer state of a dead unit decays through
-    # the denormal range, where the CPU takes a slow path for each operation. Set for the process.
+    # the denormal range, where the CPU takes a slow path for each operation.
     flush_denormal: bool = True
 
 

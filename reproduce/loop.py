@@ -8,6 +8,7 @@ stream, every environment's emulator and wrapper state, the loop's counters and 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import math
 import os
@@ -130,17 +131,32 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextlib.contextmanager
+def denormals_flushed(on: bool):
+    """Denormal floats read and written as zero (FTZ and DAZ) on this thread and the threads started
+    within, which inherit a thread's floating-point mode when they are created; this thread's mode is
+    restored on exit (threads torch started within keep theirs)."""
+    before = bool(np.float32(1e-39) == 0)  # torch has no getter: a conversion that flushes or not
+    if not torch.set_flush_denormal(on) and on:
+        print("warning: this CPU cannot flush denormals (train.flush_denormal has no effect)", file=sys.stderr)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def train(config: Config, run_dir: Path, progress: bool = True, resume: bool = False) -> dict:
     """Trains `config` into `run_dir` and returns the run's summary.
 
     A new run needs a folder that holds no run; with resume=True the folder's newest usable checkpoint
     is continued (see reproduce.rundir.check_resumable for what may differ from its config).
     """
-    # First, so that the threads torch starts later inherit the setting (a thread's floating-point
-    # mode is copied from the thread that creates it; threads that exist already keep theirs). It stays
-    # for the rest of the process: those threads outlive the run.
-    if not torch.set_flush_denormal(config.train.flush_denormal) and config.train.flush_denormal:
-        print("warning: this CPU cannot flush denormals (train.flush_denormal has no effect)", file=sys.stderr)
+    # Set first, so that the threads torch starts for the run inherit it.
+    with denormals_flushed(config.train.flush_denormal):
+        return _train(config, run_dir, progress, resume)
+
+
+def _train(config: Config, run_dir: Path, progress: bool, resume: bool) -> dict:
     device = resolve_device(config.train.device)
     replay_device = device if config.replay.device == "auto" else resolve_device(config.replay.device)
     seed = config.train.seed
