@@ -138,7 +138,6 @@ def test_console_script_is_installed():
     ("dqn_dopamine", "dopamine_sticky_dqn_final", None, True),
 ])
 def test_finished_run_prints_its_score_beside_the_published_one(preset, table, published, training, capsys):
-    from reproduce import config as cfg
     from reproduce import published as tables
 
     config = cfg.resolve(preset, {"env.game": "pong", "train.steps": 1000})
