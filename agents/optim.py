@@ -31,11 +31,14 @@ class CenteredRMSprop(torch.optim.Optimizer):
                              f"eps_in_root=False); got {lr}, {decay}, {eps}, {momentum}")
         super().__init__(params, dict(lr=lr, decay=decay, eps=eps, eps_in_root=eps_in_root, momentum=momentum))
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}
+        self._views: dict[torch.Tensor, tuple] = {}  # see _host_views
 
     def __setstate__(self, state: dict) -> None:
         # Checkpoints written before the PyTorch form existed: DeepMind's groups lack its two settings, and
         # `rmsprop` runs saved torch.optim.RMSprop's groups (same state names, its decay called alpha).
         super().__setstate__(state)
+        self.__dict__.setdefault("_scratch", {})  # an unpickled optimizer: its caches start empty
+        self.__dict__.setdefault("_views", {})
         for group in self.param_groups:
             if "alpha" in group and "decay" not in group:
                 group.update(decay=group["alpha"], eps_in_root=False)
@@ -61,13 +64,14 @@ class CenteredRMSprop(torch.optim.Optimizer):
             g2 = [self.state[p]["square_avg"] for p in params]
             # Without momentum the loop is handed g in place of the buffer it then never touches.
             b = [self.state[p]["momentum_buffer"] for p in params] if momentum else g
-            if all(_flat_cpu_float32(*tensors) for tensors in zip(params, grads, g, g2, b)):
+            host = self._host_views(params, grads, g, g2, b)
+            if host is not None:
                 # On a CPU the multi-tensor ops below are eight passes over memory (about 9 ms for Nature
                 # DQN's 1.7M weights on one core); one compiled loop per tensor makes one pass (about 2 ms).
                 scalars = (np.float32(lr), np.float32(decay), np.float32(1 - decay), np.float32(eps), eps_in_root,
                            np.float32(momentum))
-                for tensors in zip(params, grads, g, g2, b):
-                    _centered_rmsprop_loop(*(_flat(t).numpy() for t in tensors), *scalars)
+                for views in host:
+                    _centered_rmsprop_loop(*views, *scalars)
                 continue
             for p in params:
                 if p not in self._scratch:
@@ -95,6 +99,26 @@ class CenteredRMSprop(torch.optim.Optimizer):
                 torch._foreach_add_(params, b, alpha=-lr)
             else:
                 torch._foreach_addcdiv_(params, grads, denominator, value=-lr)
+
+    def _host_views(self, params, grads, g, g2, b) -> list[tuple[np.ndarray, ...]] | None:
+        """Flat numpy views of each parameter, its gradient and its state, in the compiled loop's order,
+        or None unless all are float32 on the CPU and laid out alike. The views of the parameter and its
+        state are kept from step to step, while they view the same tensors at the same addresses: made
+        afresh at every step, they cost more than the loops themselves on a small network (MinAtar's)."""
+        views = []
+        for p, grad, *kept in zip(params, grads, g, g2, b):
+            tensors = (p, *kept)
+            addresses = [t.data_ptr() for t in tensors]
+            entry = self._views.get(p)
+            if entry is None or entry[1] != addresses or any(a is not t for a, t in zip(entry[0], tensors)):
+                if not _flat_cpu_float32(*tensors):
+                    return None
+                entry = self._views[p] = (tensors, addresses, [_flat(t).numpy() for t in tensors])
+            if not _flat_cpu_float32(p, grad):
+                return None
+            w, *state = entry[2]
+            views.append((w, _flat(grad).numpy(), *state))
+        return views
 
 
 def _flat_cpu_float32(*tensors: torch.Tensor) -> bool:

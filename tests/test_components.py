@@ -470,6 +470,37 @@ def test_centered_rmsprop_loads_a_state_saved_before_the_pytorch_form():
         torch.testing.assert_close(c, p, rtol=0, atol=0)
 
 
+def test_centered_rmsprop_cpu_loop_follows_replaced_state_and_storage():
+    """The compiled loop's views are kept from step to step: after a loaded state (new state tensors) and
+    a parameter given new storage, the steps must be those of an optimizer that never kept any."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(16, 4, 3, 3)), torch.nn.Parameter(torch.randn(128))]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    kept, fresh = CenteredRMSprop(params, lr=0.01), CenteredRMSprop(copies, lr=0.01)
+    grads = [[torch.randn_like(p) for p in params] for _ in range(5)]
+    for step in range(3):  # the views made and used
+        for p, grad in zip(params, grads[step]):
+            p.grad = grad.clone()
+        kept.step()
+    for step in range(3, 5):  # another history, which the kept optimizer then loads
+        for c, grad in zip(copies, grads[step]):
+            c.grad = grad.clone()
+        fresh.step()
+    kept.load_state_dict(copy.deepcopy(fresh.state_dict()))
+    for p, c in zip(params, copies):
+        p.data.copy_(c.data)  # same storage
+    for step in range(5, 7):
+        if step == 6:
+            params[0].data = params[0].detach().clone()  # new storage, same values
+        for p, c in zip(params, copies):
+            p.grad = torch.randn_like(p)
+            c.grad = p.grad.clone()
+        kept.step()
+        fresh.step()
+        for p, c in zip(params, copies):
+            torch.testing.assert_close(p, c, rtol=0, atol=0)
+
+
 def test_rmsprop_continues_from_torchs_rmsprop_state():
     """`rmsprop` runs checkpointed torch.optim.RMSprop's state before it ran on CenteredRMSprop: loaded,
     the next steps are torch's."""
