@@ -47,7 +47,7 @@ def key(obs, action, reward, discount, next_obs):
             np.asarray(next_obs).tobytes())
 
 
-def run_stream(num_envs, stack, n_step, slots, events, gamma=0.9, compress="none", kernel=None):
+def run_stream(num_envs, stack, n_step, slots, events, gamma=0.9, compress="none", kernel=None, after_add=None):
     envs = FakeEnvs(num_envs, stack)
     replay = FrameReplay(slots * num_envs, num_envs, obs_shape=(2,), stack=stack, n_step=n_step,
                          gamma=gamma, obs_dtype=torch.int64, seed=0, compress=compress, kernel=kernel)
@@ -62,6 +62,8 @@ def run_stream(num_envs, stack, n_step, slots, events, gamma=0.9, compress="none
         next_obs = envs.step(terminated | truncated)
         replay.add(obs, action, reward, terminated, truncated, next_obs)
         naive.add(obs, action, reward, terminated, truncated, next_obs)
+        if after_add is not None:
+            after_add(replay, naive)
     return replay, naive
 
 
@@ -138,6 +140,24 @@ def test_once_sampleable_always_sampleable(stream):
         assert available or not sampleable, f"empty again after {end} steps"
         assert len(replay) == len(naive.available())
         sampleable |= available
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams)
+def test_tree_refreshed_after_every_add_holds_the_naive_references_transitions(stream):
+    """The tree is brought up to date a few slots at a time (those an add can have changed): refreshed
+    after every add, it must hold as many sampleable transitions as the naive reference at every step,
+    and at the end the same leaves as a replay refreshed once, over every slot."""
+    num_envs, stack, n_step, extra, events = stream
+    slots = stack + n_step + 1 + extra
+
+    def same_count(replay, naive):
+        assert len(replay) == len(naive.available())
+
+    replay, _ = run_stream(num_envs, stack, n_step, slots, events, after_add=same_count)
+    once, naive = run_stream(num_envs, stack, n_step, slots, events)
+    assert len(once) == len(naive.available())  # refreshes it
+    assert (replay.tree.leaves > 0).equal(once.tree.leaves > 0)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,7 +9,7 @@ later (a capacity of C slots holds C transitions less one per episode end still 
 observation are zeros, as the environments' own frame stacks pad them (gymnasium's
 FrameStackObservation with padding "zero").
 
-Which slots can be sampled is a pure function of the flags and the write counters (`_valid`): a
+Which slots can be sampled is a pure function of the flags and the write counters (`_sampleable`): a
 transition needs the frames of its stack that lie inside its episode, and its n-step future up to the
 n-th step or the episode's end, all written and not yet overwritten. Each `add` re-evaluates that
 function on the few slots it can have changed and writes the result into a sum tree (1 for a valid
@@ -230,19 +230,9 @@ class FrameReplay:
         head, before = self._head(), self.refreshed_head
         if (head == before).all():
             return
-        oldest = head - self.slots + 1
-        # Slots written since, with the n-step windows they complete, and the oldest slots, whose
-        # history may have been overwritten.
-        width = int(min((head - before).max(), self.slots)) + self.n_step + 3
-        logical = np.concatenate(
-            [head[:, None] - np.arange(width), oldest[:, None] + np.arange(max(self.stack - 1, 1))], axis=1
-        )
-        env = np.broadcast_to(np.arange(self.num_envs)[:, None], logical.shape)
-        keep = logical >= np.maximum(oldest[:, None], 0)
-        logical, env = logical[keep], env[keep]
-        valid = self._valid(logical, env)
-        leaf = (logical % self.slots) * self.num_envs + env
-        fresh = logical > before[env]  # the leaf's old value is stale
+        # One compiled call: the few slots a step touches cost a microsecond there, where the numpy
+        # operations that did this cost a few each, hundreds of microseconds a step in all.
+        leaf, valid, fresh = _refresh_loops(self.host_flags, self.count, head, before, self.n_step, self.stack)
         initial = self._initial_priority()
         if self.device.type == "cpu":  # numpy on the tensors' memory, as in _put
             previous = np.where(fresh, 0.0, self._flat["leaves"][leaf])
@@ -256,29 +246,6 @@ class FrameReplay:
 
     def _initial_priority(self) -> float | torch.Tensor:
         return 1.0
-
-    def _valid(self, L: np.ndarray, env: np.ndarray) -> np.ndarray:
-        """Whether the slots at logical positions L (in env's column) hold sampleable transitions."""
-        T = self.slots
-        count = self.count[env]
-        oldest = (self._head() - T + 1)[env]
-        flag = lambda pos: self.host_flags[pos % T, env]  # noqa: E731
-        ok = (L >= oldest) & (L < count) & ((flag(L) & FINAL) == 0)
-        # n-step future: n transitions added (the last one wrote the bootstrap frame), or an episode
-        # end (whose final frame is written with it).
-        added = count - L
-        complete = added >= self.n_step
-        alive = np.ones_like(ok)
-        for i in range(self.n_step):
-            done = (flag(L + i) & DONE) != 0
-            complete |= alive & done & (i < added)
-            alive &= ~done
-        # Stack history: frame L-j is needed unless the episode starts within (L-j, L].
-        needed = np.ones_like(ok)
-        for j in range(1, self.stack):
-            needed &= (flag(L - j + 1) & FIRST) == 0
-            ok &= ~needed | (L - j >= oldest)
-        return ok & complete
 
     # ---------------------------------------------------------------- sampling
     def sample(self, batch_size: int) -> Batch:
@@ -393,6 +360,57 @@ class FrameReplay:
 # microseconds on a CPU whatever its size. One compiled loop gives the same batch (the same float32
 # products; the n-step sum in step order, which torch may add in another order) in a fraction of the
 # time (scripts/bench/end_to_end.py's replay_sample_32, scripts/bench/per.py).
+
+
+@numba.njit(cache=True, nogil=True)
+def _refresh_loops(flags, count, head, before, n_step, stack):
+    """The slots whose validity the adds since `before` (each env's newest slot then) can have changed:
+    for each env, its newest slots with the n-step windows they complete, and its oldest, whose stack
+    history may have been overwritten. Returns their tree leaves, their validity and whether each leaf's
+    old value is stale (written since)."""
+    T, N = flags.shape
+    width = min(np.max(head - before), T) + n_step + 3
+    oldest_kept = max(stack - 1, 1)
+    leaf = np.empty(N * (width + oldest_kept), np.int64)
+    valid = np.empty(leaf.size, np.bool_)
+    fresh = np.empty(leaf.size, np.bool_)
+    m = 0
+    for env in range(N):
+        oldest = head[env] - T + 1
+        for k in range(width + oldest_kept):
+            L = head[env] - k if k < width else oldest + k - width
+            if L < max(oldest, 0):
+                continue
+            leaf[m] = (L % T) * N + env
+            valid[m] = _sampleable(flags, count[env], oldest, L, env, n_step, stack)
+            fresh[m] = L > before[env]
+            m += 1
+    return leaf[:m], valid[:m], fresh[:m]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sampleable(flags, count, oldest, L, env, n_step, stack):
+    """Whether the slot at logical position L of env's column (written `count` slots, the oldest kept at
+    `oldest`) holds a sampleable transition."""
+    T = flags.shape[0]
+    if not (oldest <= L < count) or flags[L % T, env] & FINAL:
+        return False
+    # n-step future: n transitions added (the last one wrote the bootstrap frame), or an episode end
+    # (whose final frame is written with it).
+    complete = count - L >= n_step
+    for i in range(min(n_step, count - L)):
+        if flags[(L + i) % T, env] & DONE:
+            complete = True
+            break
+    if not complete:
+        return False
+    # Stack history: frame L-j is needed unless the episode starts within (L-j, L].
+    for j in range(1, stack):
+        if flags[(L - j + 1) % T, env] & FIRST:
+            break
+        if L - j < oldest:
+            return False
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
