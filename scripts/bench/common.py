@@ -43,8 +43,8 @@ def machine() -> dict:
 
 def write(name: str, result: dict) -> Path:
     """Merges `result` into results/bench/<name>.json (other scripts may own other fields)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)  # a name may hold a folder: minatar_cpu/COMMIT_r1
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(result)
     path.write_text(json.dumps(data, indent=2) + "\n")
