@@ -230,8 +230,8 @@ class FrameReplay:
         head, before = self._head(), self.refreshed_head
         if (head == before).all():
             return
-        # One compiled call: the few slots a step touches cost a microsecond there, where the numpy
-        # operations that did this cost a few each, hundreds of microseconds a step in all.
+        # One compiled call over the few slots a step can change: the numpy operations that did this
+        # cost microseconds each, and a step needed dozens of them.
         leaf, valid, fresh = _refresh_loops(self.host_flags, self.count, head, before, self.n_step, self.stack)
         initial = self._initial_priority()
         if self.device.type == "cpu":  # numpy on the tensors' memory, as in _put
