@@ -32,7 +32,7 @@ from agents.replay import FrameReplay  # noqa: E402
 
 def optimizer_step():
     torch.manual_seed(0)
-    network = QNetwork(MinAtarCNN(4, 10), Head(1024, 3, hidden=128))
+    network = QNetwork(MinAtarCNN(4, 10), Head(1024, 6, hidden=128))  # Breakout's 4 channels, the full 6 actions
     params = list(network.parameters())
     optimizer = build_optimizer(params, "rmsprop", lr=2.5e-4, eps=0.01, rmsprop_decay=0.95)
     grads = [[torch.randn_like(p) * 1e-2 for p in params] for _ in range(2)]  # two sets: new tensors each call
