@@ -78,8 +78,9 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved
         for name, fn in parts.items():
             micros[name].append(1e6 / rate(fn, args.seconds))
-    tree = Path(sys.modules["agents"].__file__).resolve().parents[1]
-    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    tree = Path(sys.modules["agents"].__file__).resolve().parents[1]  # the code measured (PYTHONPATH may move it)
+    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip()  # empty outside a git checkout
     write(args.out, {
         "what": __doc__.split("\n\n")[1],
         "code": {"tree": str(tree), "commit": commit},
