@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--steps", type=int, help="a new training budget in agent steps")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--compile", choices=["auto", "true", "false", "reduce-overhead"],
+                   help="train.compile from here on (the same updates, rounded differently)")
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"])
     p.add_argument("--no-progress", action="store_true")
 
@@ -150,7 +152,8 @@ def cmd_resume(args) -> int:
     from reproduce.rundir import check_resumable, resolve_device
 
     config = check_resumable(args.run_dir)
-    for key, value in (("train.steps", args.steps), ("train.device", args.device), ("log.wandb", args.wandb)):
+    for key, value in (("train.steps", args.steps), ("train.device", args.device), ("train.compile", args.compile),
+                       ("log.wandb", args.wandb)):
         if value is not None:
             cfg.set_value(config, key, value)
     config = cfg.finalize(config)

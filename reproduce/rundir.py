@@ -53,13 +53,14 @@ def _check_writable(path: Path) -> None:
         raise RunDirError(f"run directory {path} cannot be written ({existing} is not writable)")
 
 
-# Config keys a resumed run may change: the budget, where it runs, and logging.
-RESUMABLE_CHANGES = ("train.steps", "train.device", "replay.device", "log.")
+# Config keys a resumed run may change: the budget, how and where it runs (device, compilation: the same
+# updates, rounded differently), and logging.
+RESUMABLE_CHANGES = ("train.steps", "train.device", "replay.device", "train.compile", "log.")
 
 
 def check_resumable(path: Path, config: Config | None = None) -> Config:
     """The config a resume continues with: the run's own, or `config` where it differs from the run's
-    only in the budget, the device or logging. Refuses, listing every difference, otherwise."""
+    only in the budget, the device, compilation or logging. Refuses, listing every difference, otherwise."""
     if not (path / "config.toml").exists():
         raise RunDirError(f"{path} holds no run to resume (no config.toml)")
     if not has_checkpoint(path / "checkpoints"):
@@ -72,7 +73,7 @@ def check_resumable(path: Path, config: Config | None = None) -> Config:
                    if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)]
     if differences:
         raise RunDirError(f"{path} holds a run of a different configuration; a resumed run may change only "
-                          f"the budget, device and logging. Differences:\n  " + "\n  ".join(differences))
+                          f"the budget, device, compilation and logging. Differences:\n  " + "\n  ".join(differences))
     _check_writable(path)
     return config
 

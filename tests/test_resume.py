@@ -178,6 +178,26 @@ def test_resume_bad_input(cartpole_reference, tmp_path, capsys):
     assert (cartpole_reference / "config.toml").read_text() == config_before
 
 
+def test_resume_may_switch_compilation_and_nothing_else_of_how_updates_are_computed(cartpole_reference, tmp_path,
+                                                                                     capsys):
+    import shutil
+
+    from reproduce.config import load_run_config
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(cartpole_reference, run_dir)
+    assert load_run_config(run_dir / "config.toml").train.compile == "false"
+    # At its budget already: the resume writes its config and finishes without another update.
+    assert main(["resume", str(run_dir), "--compile", "true", *COMMON[:3]]) == 0
+    assert load_run_config(run_dir / "config.toml").train.compile == "true"
+    before = (run_dir / "config.toml").read_text()
+    assert main(["run", "cartpole_dqn", "--run-dir", str(run_dir), "--resume", "--steps", "4000",
+                 "--set", "train.compile=false", "--set", "train.bf16=true", *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert "train.bf16: False -> True" in err and "train.compile" not in err
+    assert (run_dir / "config.toml").read_text() == before
+
+
 def test_unwritable_run_dir(tmp_path, capsys):
     blocker = tmp_path / "a_file"  # a path under a regular file cannot be created, even by root
     blocker.write_text("")

@@ -13,7 +13,8 @@ mkdir -p "$RUNS"
 for seed in $SEEDS; do
     dir=$RUNS/minatar_dqn-$GAME-s$seed
     if compgen -G "$dir/checkpoints/ckpt-*.pt" > /dev/null; then
-        cmd=(reproduce resume "$dir")
+        # Eager, as the preset now runs (runs begun before it was set to were compiled, which is slower).
+        cmd=(reproduce resume "$dir" --compile false)
     else
         # Stopped before its first checkpoint: nothing to continue from, kept aside rather than deleted.
         [ -e "$dir" ] && mv "$dir" "$dir.incomplete-$(date +%Y%m%d-%H%M%S)"
