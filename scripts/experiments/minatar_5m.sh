@@ -13,7 +13,7 @@ mkdir -p "$RUNS"
 for seed in $SEEDS; do
     dir=$RUNS/minatar_dqn-$GAME-s$seed
     if compgen -G "$dir/checkpoints/ckpt-*.pt" > /dev/null; then
-        # Eager, as the preset now runs (runs begun before it was set to were compiled, which is slower).
+        # Eager, as the preset now runs: runs started before it chose eager were compiled, slower here.
         cmd=(reproduce resume "$dir" --compile false)
     else
         # Stopped before its first checkpoint: nothing to continue from, kept aside rather than deleted.
