@@ -276,6 +276,20 @@ def test_every_preset_names_a_published_table():
         assert not table or table in tables, (name, table)
 
 
+def test_tables_of_best_agents_are_recorded_as_such():
+    """The 200M-frame papers report each game's best agent during training (their texts, or reproductions
+    that cite them: scripts/maintenance/import_published.py); Atari 100k papers evaluate the final agent,
+    and Dopamine's tables are training returns."""
+    best = ["nature_dqn_2015_noop", "ddqn_2016_ddqn_noop", "dueling_2016_duel_ddqn_noop", "per_2016_rank_dqn_human_starts",
+            "c51_2017_c51_noop", "noisynet_2018_noisynet_dqn_noop", "qr_dqn_2018_qr_dqn_1_noop", "iqn_2018_iqn_noop",
+            "rainbow_2018_rainbow_noop", "rainbow_2018_rainbow_human_starts"]
+    for name in best:
+        info = published.load(name).info
+        assert info["score"] == "best" and info["score_source"], name
+    for name in ("der_2019_paper_atari100k", "rliable_atari100k_der", "dopamine_sticky_dqn_final"):
+        assert published.load(name).info.get("score", "final") == "final", name
+
+
 def test_best_score_is_the_highest_mean_evaluation_and_marked_against_final_tables(tmp_path):
     """IQN's table reports each game's best evaluation during training (index.json `score`): --score best
     takes the highest mean over one evaluation's games, and a final score against it is marked."""
@@ -296,6 +310,6 @@ def test_best_score_is_the_highest_mean_evaluation_and_marked_against_final_tabl
     assert float(rows["eval"]["mean"]) == 3.0
     assert "table: best evaluation; here: final evaluation" in rows["eval"]["protocol_differences"]
     assert "best evaluation" not in rows["best"]["protocol_differences"]
-    build([runs], tmp_path / "nature", against="nature_dqn_2015_noop", reps=50, score="best")
-    with open(tmp_path / "nature" / "per_game.csv") as f:
+    build([runs], tmp_path / "final", against="der_2019_paper_atari100k", reps=50, score="best")
+    with open(tmp_path / "final" / "per_game.csv") as f:
         assert "table: final evaluation; here: best evaluation" in next(csv.DictReader(f))["protocol_differences"]

@@ -20,7 +20,7 @@ OUT = ROOT / "results" / "published"
 # Evaluation settings per table, from each paper (or Dopamine's configs); None where not known.
 #   evaluation: no-op starts | human starts | sticky actions | atari 100k
 #   returns: evaluation (default) | training (returns of the training episodes, at train_epsilon)
-#   score: final (default) | best (the best evaluation during training, where the table's protocol note says so)
+#   score: final (default) | best (the best evaluation during training: BEST_SCORES, or the table's protocol note)
 EVALUATION = [
     (r"^nature_dqn_2015", dict(evaluation="no-op starts", sticky=False, eval_epsilon=0.05, budget_frames=200_000_000,
                                eval_episode_frames=18_000)),
@@ -42,6 +42,21 @@ EVALUATION = [
                         eval_episode_frames=108_000)),
 ]
 
+
+# Tables of each game's best agent during training rather than the agent at the end, with where that is said.
+BEST_SCORES = [
+    (r"^nature_dqn_2015", "indirect: the paper does not say; pfnet/pfrl's reproduction of it re-evaluates the best "
+                          "intermediate agent, and DeepMind's released code keeps the best network of each evaluation"),
+    (r"^ddqn_2016", "the paper's appendix: the best policy across the evaluations every 1M steps is the output"),
+    (r"^dueling_2016", "the paper follows van Hasselt et al.'s protocol; C51 and Rainbow quote its scores as best "
+                       "evaluations"),
+    (r"^per_2016", "the paper: 'our main evaluation metric is the quality of the best policy'"),
+    (r"^c51_2017", "the paper, section 5.2: the best evaluation score achieved during training"),
+    (r"^noisynet_2018", "the paper's per-game table: maximum raw scores of each agent (as quoted by pfnet/pfrl)"),
+    (r"^qr_dqn_2018", "the paper's best agent performance (as chainer/chainerrl's reproduction cites it)"),
+    (r"^rainbow_2018", "the paper's appendix tables: from the agent snapshot that obtained the highest score during "
+                       "training (its other columns are quoted from papers that report the same)"),
+]
 
 # The random and human scores each table's paper normalised with (reproduce/published.py BASELINES).
 NORMALISATION = [
@@ -80,8 +95,11 @@ def main() -> None:
         settings = next(s for pattern, s in EVALUATION if re.search(pattern, name))
         entry = {"file": path.name, "source_table": meta.get("source_table", ""), "protocol": meta.get("protocol", ""),
                  **settings, "baselines": next(b for pattern, b in NORMALISATION if re.search(pattern, name))}
-        if "best intermediate evaluation" in entry["protocol"]:
-            entry["score"] = "best"
+        best = next((source for pattern, source in BEST_SCORES if re.search(pattern, name)), None)
+        if best is None and "best intermediate evaluation" in entry["protocol"]:
+            best = "the table's protocol note"
+        if best is not None:
+            entry |= {"score": "best", "score_source": best}
         if "agent" in rows[0]:  # one file, several agents and networks: one table each
             for agent, network in sorted({(r["agent"], r["network"]) for r in rows}):
                 index[f"dopamine_jax_{agent}_{network}".lower()] = {
