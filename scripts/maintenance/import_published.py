@@ -45,17 +45,17 @@ EVALUATION = [
 
 # Tables of each game's best agent during training rather than the agent at the end, with where that is said.
 BEST_SCORES = [
-    (r"^nature_dqn_2015", "indirect: the paper does not say; pfnet/pfrl's reproduction of it re-evaluates the best "
-                          "intermediate agent, and DeepMind's released code keeps the best network of each evaluation"),
+    (r"^nature_dqn_2015", ("indirect: the paper does not say; pfnet/pfrl's reproduction of it re-evaluates the best "
+                           "intermediate agent, and DeepMind's released code keeps the best network of each evaluation")),
     (r"^ddqn_2016", "the paper's appendix: the best policy across the evaluations every 1M steps is the output"),
-    (r"^dueling_2016", "the paper follows van Hasselt et al.'s protocol; C51 and Rainbow quote its scores as best "
-                       "evaluations"),
+    (r"^dueling_2016", ("the paper follows van Hasselt et al.'s protocol; C51 and Rainbow quote its scores as best "
+                        "evaluations")),
     (r"^per_2016", "the paper: 'our main evaluation metric is the quality of the best policy'"),
     (r"^c51_2017", "the paper, section 5.2: the best evaluation score achieved during training"),
     (r"^noisynet_2018", "the paper's per-game table: maximum raw scores of each agent (as quoted by pfnet/pfrl)"),
     (r"^qr_dqn_2018", "the paper's best agent performance (as chainer/chainerrl's reproduction cites it)"),
-    (r"^rainbow_2018", "the paper's appendix tables: from the agent snapshot that obtained the highest score during "
-                       "training (its other columns are quoted from papers that report the same)"),
+    (r"^rainbow_2018", ("the paper's appendix tables: from the agent snapshot that obtained the highest score during "
+                        "training (its other columns are quoted from papers that report the same)")),
 ]
 
 # The random and human scores each table's paper normalised with (reproduce/published.py BASELINES).
