@@ -184,10 +184,12 @@ def _report(summary: dict, config: cfg.Config) -> int:
         ref = published.load(table)
         score = ref.scores.get(config.env.game)
         if score is not None:
-            training = ref.info.get("returns") == "training"
+            # The report's score of the same kind as the table's: training returns, or the best evaluation.
+            kind = "training" if ref.info.get("returns") == "training" else ref.info.get("score", "final")
+            what = {"training": ", training returns", "best": ", each game's best agent during training"}.get(kind, "")
+            option = f" --score {kind}" if kind in ("training", "best") else ""
             print(f"your score {summary['eval_return_mean']:.1f} (evaluation) beside the published {score:g} ({table}"
-                  f"{', training returns' if training else ''}); for a comparison over seeds with CIs: "
-                  f"reproduce report <run folders> --against {table}{' --score training' if training else ''}")
+                  f"{what}); for a comparison over seeds with CIs: reproduce report <run folders> --against {table}{option}")
     return 0
 
 

@@ -133,11 +133,12 @@ def test_console_script_is_installed():
     assert "nature_dqn" in out
 
 
-@pytest.mark.parametrize("preset, table, published, training", [
-    ("nature_dqn", "nature_dqn_2015_noop", "18.9", False),
-    ("dqn_dopamine", "dopamine_sticky_dqn_final", None, True),
+@pytest.mark.parametrize("preset, table, published, kind", [
+    ("nature_dqn", "nature_dqn_2015_noop", "18.9", "best"),
+    ("dqn_dopamine", "dopamine_sticky_dqn_final", None, "training"),
+    ("der", "der_2019_paper_atari100k", None, "final"),
 ])
-def test_finished_run_prints_its_score_beside_the_published_one(preset, table, published, training, capsys):
+def test_finished_run_prints_its_score_beside_the_published_one(preset, table, published, kind, capsys):
     from reproduce import published as tables
 
     config = cfg.resolve(preset, {"env.game": "pong", "train.steps": 1000})
@@ -148,7 +149,8 @@ def test_finished_run_prints_its_score_beside_the_published_one(preset, table, p
     ref = tables.load(table).scores["pong"]
     assert line.startswith(f"your score 3.2 (evaluation) beside the published {ref:g} ({table}")
     assert published is None or f"{ref:g}" == published  # Nature DQN's Pong, Extended Data Table 2
-    assert ("training returns" in line) == training and ("--score training" in line) == training
+    assert ("training returns" in line) == (kind == "training") and ("--score training" in line) == (kind == "training")
+    assert ("best agent during training" in line) == (kind == "best") and ("--score best" in line) == (kind == "best")
 
 
 def test_no_evaluation_with_zero_episodes(tmp_path, capsys):
