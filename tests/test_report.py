@@ -1,7 +1,9 @@
 """Reports against hand-computed values on a fixture of run folders, and the published tables."""
 
 import csv
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,3 +315,26 @@ def test_best_score_is_the_highest_mean_evaluation_and_marked_against_final_tabl
     build([runs], tmp_path / "final", against="der_2019_paper_atari100k", reps=50, score="best")
     with open(tmp_path / "final" / "per_game.csv") as f:
         assert "table: final evaluation; here: best evaluation" in next(csv.DictReader(f))["protocol_differences"]
+
+
+
+def _minatar_curve_script():
+    path = Path(__file__).parent.parent / "scripts" / "experiments" / "minatar_curve.py"
+    spec = importlib.util.spec_from_file_location("minatar_curve", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_minatar_table_gives_the_mean_of_seeds_at_each_step_and_refuses_a_step_not_logged():
+    table_at = _minatar_curve_script().table_at
+    train = {0: {10: 1.0, 20: 2.0, 30: 3.0}, 1: {10: 3.0, 20: 5.0, 30: 6.0}}
+    evals = {0: {10: 0.5, 30: 4.0}, 1: {10: 1.0, 30: 7.5}}
+    assert table_at(train, evals, [10, 30]).splitlines() == [
+        "| agent steps (= frames) | 10 | 30 |",
+        "|---|---|---|",
+        "| training, last 100 episodes (mean of 2 seeds) | 2.00 | 4.50 (3.00, 6.00) |",
+        "| evaluation, epsilon 0.05, 10 games per seed | 0.75 | 5.75 (4.00, 7.50) |",
+    ]
+    with pytest.raises(SystemExit, match="--at 20: seed 0 has no evaluation there; it has 10 to 30 every 20 steps"):
+        table_at(train, evals, [10, 20])
