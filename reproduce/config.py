@@ -65,7 +65,7 @@ class TrainConfig:
     # (compiled, its forward and backward replayed as CUDA graphs on a GPU)
     compile: str = "auto"
     cuda_graph: bool = False  # capture the whole update (sampling, loss, backward, optimizer) as one CUDA graph
-    bf16: bool = False  # bfloat16 autocast for the learner's forward pass (a GPU, or a CPU with AMX)
+    bf16: bool = False  # bfloat16 autocast for the learner's forward pass (a GPU, or a CPU with AMX or AVX-512 bf16)
     overlap: bool = False  # step the environments in a thread while the learner updates (same result)
     # Denormal floats read and written as zero on the CPU (FTZ and DAZ), as TensorFlow's and XLA's CPU
     # runtimes do (so DQN Zoo and Dopamine). Without it the optimizer state of a dead unit decays through

@@ -274,7 +274,7 @@ def main() -> None:
         "ours_adam": {"train.compile": "false", **ADAM},
         "ours_fast": {"train.compile": "true", "env.backend": "ale", "train.overlap": True},
         # bfloat16 autocast: oneDNN's bf16 kernels, which pay on a CPU with AMX (Intel Sapphire Rapids and
-        # later; machine()["cpu_bf16"] says which the CPU has)
+        # later) or AVX-512's bf16 instructions (AMD Zen 4); machine()["cpu_bf16"] says which the CPU has
         "ours_compiled_bf16": {"train.compile": "true", "train.bf16": True},
         "ours_ale_bf16": {"train.compile": "true", "env.backend": "ale", "train.bf16": True},
         "ours_fast_bf16": {"train.compile": "true", "env.backend": "ale", "train.overlap": True, "train.bf16": True},

@@ -32,7 +32,7 @@ VARIANTS = {
     "eager": {"train.compile": "false"},
     "compiled": {"train.compile": "true"},
     "cuda_graph": {"train.compile": "false", "train.cuda_graph": True},
-    "bf16": {"train.compile": "false", "train.bf16": True},  # pays on a GPU or a CPU with AMX
+    "bf16": {"train.compile": "false", "train.bf16": True},  # pays on a GPU, or a CPU with AMX or AVX-512 bf16
     "compiled_bf16": {"train.compile": "true", "train.bf16": True},
     # Denormals computed as the CPU does by default; toggled per run on the calling thread only, so
     # compare with --threads 1.
