@@ -253,6 +253,26 @@ def test_sumtree_last_duplicate_wins_and_updates_propagate(kernel):
     assert tree.total().item() == 2.0 and tree.find(torch.tensor([0.0, 1.99])).tolist() == [7, 7]
 
 
+def test_sumtree_compiled_kernel_reads_priorities_of_any_layout():
+    """Dense float32 tensors are read in place by the compiled loops; strided or other-typed priorities
+    (and numpy arrays, lists) go through numpy: every form sets the same leaves, or is refused alike."""
+    values = torch.arange(1.0, 13.0)
+    forms = {"dense": values.clone(), "strided": torch.stack([values, -values], 1)[:, 0],
+             "float64": values.double(), "offset view": torch.cat([torch.zeros(3), values])[3:],
+             "numpy": values.numpy(), "list": values.tolist()}
+    indices = torch.arange(12) * 7
+    leaves = []
+    for name, priorities in forms.items():
+        tree = SumTree(100, fanout=4, kernel="numba")
+        tree.update(indices, priorities)
+        leaves.append(tree.leaves.clone())
+        assert tree.total().item() == 78.0, name
+        with pytest.raises(ValueError, match="11 indices for 12 priorities"):
+            tree.update(indices[:11], priorities)
+    assert all(torch.equal(leaf, leaves[0]) for leaf in leaves)
+    assert torch.equal(leaves[0][indices], values)
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 29), st.floats(0, 10, width=32)), min_size=1, max_size=60))
@@ -339,6 +359,23 @@ def test_prioritized_replay_resumes_its_strata_draws():
     other = PrioritizedReplay(64, 1, obs_shape=(1,), stack=1, seed=4)
     other.load_state_dict(state)
     assert np.array_equal(other.uniform(32), expected)
+
+
+def test_prioritized_strata_draws_in_blocks_are_numpys_stream_and_resume_mid_block():
+    """The compiled kernel draws its uniforms a block at a time: the numbers are those of one numpy call per
+    batch, and a checkpoint taken partway through a block holds the generator as those calls leave it."""
+    from agents.replay.prioritized import UNIFORM_BLOCK
+
+    replay = PrioritizedReplay(64, 1, obs_shape=(1,), stack=1, seed=3)
+    reference = np.random.default_rng(replay.generator.initial_seed())
+    sizes = [5, 32, UNIFORM_BLOCK - 40, 32, UNIFORM_BLOCK + 7, 32]  # past a block's end, and longer than one
+    for size in sizes:
+        assert np.array_equal(replay.uniform(size), reference.random(size))
+        assert replay.state_dict()["host_generator"] == reference.bit_generator.state
+    other = PrioritizedReplay(64, 1, obs_shape=(1,), stack=1, seed=4)
+    other.load_state_dict(replay.state_dict())
+    expected = reference.random(32)
+    assert np.array_equal(other.uniform(32), expected) and np.array_equal(replay.uniform(32), expected)
 
 
 def test_sumtree_checkpoint_moves_between_kernels():

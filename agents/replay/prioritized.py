@@ -12,6 +12,10 @@ import torch
 
 from agents.replay.frame import Batch, FrameReplay
 
+# The compiled kernel's strata draws are made this many at a time: numpy's call costs about as much as
+# a tenth of a tree round whatever its size.
+UNIFORM_BLOCK = 4096
+
 
 class PrioritizedReplay(FrameReplay):
     def __init__(
@@ -43,6 +47,7 @@ class PrioritizedReplay(FrameReplay):
             # The compiled tree takes numpy arrays: its strata draws come from numpy, whose call costs a
             # microsecond where torch.rand with a generator costs several (a sixth of a tree round).
             self.host_generator = np.random.default_rng(self.generator.initial_seed())
+            self._restart_block()
 
     def beta(self) -> float:
         """beta, annealed linearly from its start to its end value over beta_steps added transitions."""
@@ -59,8 +64,29 @@ class PrioritizedReplay(FrameReplay):
     def uniform(self, batch_size: int) -> torch.Tensor | np.ndarray:
         """The B uniform draws in [0, 1) that place a sample in each stratum (float64)."""
         if self.kernel == "numba":
-            return self.host_generator.random(batch_size)
+            # From a block drawn ahead: the same numbers as drawing B at a time, since numpy's generator
+            # makes each double from one 64-bit output, in order.
+            start = self._used
+            if start + batch_size > self._block.size:
+                # The generator is taken back to the first draw not handed out, so that none is skipped.
+                self.host_generator.bit_generator.state = self._block_start = self._host_generator_state()
+                self._block, start = self.host_generator.random(max(UNIFORM_BLOCK, batch_size)), 0
+            self._used = start + batch_size
+            return self._block[start:self._used]
         return torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
+
+    def _restart_block(self) -> None:
+        self._block, self._used, self._block_start = np.empty(0), 0, None
+
+    def _host_generator_state(self) -> dict:
+        """The generator's state as if each batch's draws had been made alone: what a checkpoint keeps,
+        so that it does not depend on the block size."""
+        if self._block_start is None or self._used == self._block.size:
+            return self.host_generator.bit_generator.state
+        generator = np.random.Generator(type(self.host_generator.bit_generator)())
+        generator.bit_generator.state = self._block_start
+        generator.random(self._used)
+        return generator.bit_generator.state
 
     def draw(self, batch_size: int) -> Batch:
         index, probability = self.tree.stratified(self.uniform(batch_size))
@@ -83,7 +109,7 @@ class PrioritizedReplay(FrameReplay):
     def state_dict(self) -> dict:
         state = {**super().state_dict(), "max_priority": self.max_priority.cpu().clone(), "beta_steps": self.beta_steps}
         if self.kernel == "numba":
-            state["host_generator"] = self.host_generator.bit_generator.state
+            state["host_generator"] = self._host_generator_state()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -94,3 +120,4 @@ class PrioritizedReplay(FrameReplay):
         self.beta_steps = int(state.get("beta_steps", self.beta_steps))
         if self.kernel == "numba" and "host_generator" in state:  # absent: written by the torch kernel
             self.host_generator.bit_generator.state = state["host_generator"]
+            self._restart_block()

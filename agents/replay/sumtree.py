@@ -10,7 +10,7 @@ Two kernels walk the same storage, because a torch call costs microseconds on a 
   CUDA graph can capture them; the tree is wide (fanout about the cube root of the capacity, 128 for a
   million leaves) so that 3 levels, not 20, pay those calls.
 - numba (the CPU's): one compiled loop per operation over the same tensors' memory, paying per element
-  instead, with 16 children per node. The batch moves a level at a time and asks for all its rows
+  instead, with 8 children per node. The batch moves a level at a time and asks for all its rows
   before reading any, so that their cache misses overlap; a round of 32 finds and 32 updates runs 29x
   faster than the torch kernel on the same CPU (scripts/bench/per.py, results/bench/per.json).
 Both run on a CPU, where the tests hold them to each other.
@@ -74,7 +74,15 @@ class SumTree:
     def update(self, indices: torch.Tensor, priorities: torch.Tensor) -> None:
         """Set leaves[indices] = priorities. Where an index repeats, its last priority wins."""
         if self.kernel == "numba":
-            indices, priorities = self.host_indices(indices), _host_array(priorities, np.float32)
+            indices = self.host_indices(indices)
+            if _dense_float32(priorities):
+                # A learner's priorities are read where they lie: a tensor's numpy view costs 0.7
+                # microseconds, a thirteenth of a tree round.
+                if indices.size != priorities.numel():
+                    raise ValueError(f"{indices.size} indices for {priorities.numel()} priorities")
+                _update_loops_at(*self._host, self.capacity, indices, priorities.data_ptr())
+                return
+            priorities = _host_array(priorities, np.float32)
             if indices.size != priorities.size:
                 raise ValueError(f"{indices.size} indices for {priorities.size} priorities")
             _update_loops(*self._host, self.capacity, indices, priorities)
@@ -100,7 +108,7 @@ class SumTree:
         if self.kernel == "numba":
             prefix_sums = _host_array(prefix_sums, np.float64)
             node = np.empty(prefix_sums.size, np.int64)
-            _find_loops(*self._host, prefix_sums, node)
+            _find_loops(*self._host, prefix_sums.copy(), node)
             return torch.from_numpy(node)
         u = torch.as_tensor(prefix_sums, device=self.device, dtype=torch.float64).reshape(-1).clone()
         top = self.levels[-1]
@@ -198,9 +206,10 @@ def default_fanout(capacity: int, kernel: str = "torch") -> int:
     """The torch kernel: about the cube root of the capacity, a power of two, for three levels at any
     capacity (each level is a few torch calls, each costing microseconds on a CPU; measured on a 2-core
     CPU at 1M leaves, a batch of 32 descends fastest at 128). The compiled CPU kernel pays per element
-    instead: 16 children per node did least work at 1M leaves (8 to 128 measured)."""
+    instead: 8 children per node did least work at 1M leaves (4 to 32 measured on an AMD EPYC, with the
+    branchless pick; 16 did before it, of 8 to 128)."""
     if kernel == "numba":
-        return 16
+        return 8
     return 1 << max(4, math.ceil(math.log2(round(capacity ** (1 / 3)) or 1)))
 
 
@@ -217,8 +226,23 @@ def _round_up(n: int, k: int) -> int:
 def _host_array(x, dtype) -> np.ndarray:
     """A flat numpy array of a CPU tensor or array-like: a view where the dtype already matches (the
     common case returns after two attribute reads, since a tree round is only microseconds)."""
+    if type(x) is np.ndarray and x.ndim == 1 and x.dtype == dtype:  # the usual case, in a tenth of the time
+        return x
     x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     return x if x.ndim == 1 and x.dtype == dtype else x.astype(dtype).reshape(-1)
+
+
+def _dense_float32(x) -> bool:
+    """A float32 tensor in one block of host memory, which the compiled loops can read in place."""
+    return type(x) is torch.Tensor and x.dtype is torch.float32 and x.is_cpu and x.is_contiguous()
+
+
+@intrinsic
+def _float32_pointer(typingctx, address):
+    """The float32 values at an integer address (a tensor's data_ptr), as numba.carray takes them."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.PointerType(ir.FloatType()))
+    return types.CPointer(types.float32)(address), codegen
 
 
 @intrinsic
@@ -245,7 +269,8 @@ def _prefetch_rows(row, fanout, nodes):
     rather than once per row."""
     for k in range(nodes.size):
         _prefetch(row, nodes[k] * fanout)
-        _prefetch(row, nodes[k] * fanout + fanout - 1)  # a row of float64 sums spans two cache lines
+        if fanout * row.itemsize > 64:  # the row spans two cache lines (float64 sums, fanout above 8)
+            _prefetch(row, nodes[k] * fanout + fanout - 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -266,6 +291,13 @@ def _update_loops(leaves, parents, offsets, fanout, capacity, indices, prioritie
         nodes //= fanout
 
 
+@numba.njit(cache=True, nogil=True)
+def _update_loops_at(leaves, parents, offsets, fanout, capacity, indices, address):
+    """_update_loops with the priorities read from a dense float32 tensor's memory (`_dense_float32`)."""
+    priorities = numba.carray(_float32_pointer(address), indices.size)
+    _update_loops(leaves, parents, offsets, fanout, capacity, indices, priorities)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _sum_rows(children, fanout, nodes, sums):
     """sums[node] = the sum of node's row of children, for each node in `nodes`."""
@@ -275,15 +307,14 @@ def _sum_rows(children, fanout, nodes, sums):
 
 
 @numba.njit(cache=True, nogil=True)
-def _find_loops(leaves, parents, offsets, fanout, prefix_sums, node):
-    """node[k] = the leaf where prefix_sums[k] falls. The batch descends together, a level at a time
-    (see _prefetch_rows)."""
+def _find_loops(leaves, parents, offsets, fanout, u, node):
+    """node[k] = the leaf where the prefix sum u[k] falls (u is overwritten). The batch descends together,
+    a level at a time (see _prefetch_rows)."""
     top = offsets.size - 1
-    u = prefix_sums.copy()
     node[:] = 0
     # A row's total is its parent's sum, added in the same order (or, after a checkpoint of the torch
     # kernel, within the margin that _pick keeps).
-    total = np.full(prefix_sums.size, _total(leaves, parents, offsets))
+    total = np.full(u.size, _total(leaves, parents, offsets))
     for level in range(top, 0, -1):
         row = parents[offsets[level - 1]:offsets[level]]
         _descend_level(row, fanout, level == top, node, u, total)
@@ -305,7 +336,7 @@ def _descend_level(row, fanout, is_top, node, u, total):
 @numba.njit(cache=True, nogil=True)
 def _stratified_loops(leaves, parents, offsets, fanout, u, index, probability):
     total = _total(leaves, parents, offsets)
-    prefix_sums = np.empty(u.size)
+    prefix_sums = probability  # until the leaves are found
     for k in range(u.size):
         prefix_sums[k] = (k + u[k]) * (total / u.size)
     _find_loops(leaves, parents, offsets, fanout, prefix_sums, index)
@@ -330,11 +361,22 @@ def _row_sum(row, start, width):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _pick(row, start, width, u, total):
-    """The first child whose cumulative sum exceeds u, and u less the children before it (_descend)."""
+    """The first child whose cumulative sum exceeds u, and u less the children before it (_descend).
+
+    Without an early exit: the cumulative sums of non-negative priorities never decrease, so that child
+    is the count of sums at or below u. Where the search stops is random, and a loop that stopped there
+    would mispredict its branch once per level of every search (about 1 microsecond of a tree round).
+    """
     u = min(u, total * (1 - 1e-12))
-    before = 0.0
+    before = 0.0  # the sum of the children so far, added in index order
+    chosen = 0.0  # the sum of the children before the one picked
+    count = 0
     for j in range(width):
-        if before + row[start + j] > u:
-            return j, u - before
-        before += row[start + j]
-    return width - 1, u - (before - row[start + width - 1])
+        after = before + row[start + j]
+        below = after <= u
+        count += below
+        chosen = after if below else chosen
+        before = after
+    if count == width:  # u is past the row's own sum (rounding): its last child
+        return width - 1, u - (before - row[start + width - 1])
+    return count, u - chosen
