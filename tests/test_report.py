@@ -317,7 +317,6 @@ def test_best_score_is_the_highest_mean_evaluation_and_marked_against_final_tabl
         assert "table: final evaluation; here: best evaluation" in next(csv.DictReader(f))["protocol_differences"]
 
 
-
 def _minatar_curve_script():
     path = Path(__file__).parent.parent / "scripts" / "experiments" / "minatar_curve.py"
     spec = importlib.util.spec_from_file_location("minatar_curve", path)
