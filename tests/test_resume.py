@@ -113,6 +113,7 @@ def test_signal_checkpoints_and_exits_then_resume_is_exact(signum, cartpole_refe
     proc = subprocess.Popen(command("run", *CARTPOLE, "--run-dir", str(run_dir), *COMMON),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while not checkpoints(run_dir):
+        assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.communicate()[1]}"
         time.sleep(0.05)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
