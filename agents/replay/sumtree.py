@@ -78,14 +78,13 @@ class SumTree:
             if _dense_float32(priorities):
                 # A learner's priorities are read where they lie: a tensor's numpy view costs 0.7
                 # microseconds, a thirteenth of a tree round.
-                if indices.size != priorities.numel():
-                    raise ValueError(f"{indices.size} indices for {priorities.numel()} priorities")
-                _update_loops_at(*self._host, self.capacity, indices, priorities.data_ptr())
-                return
-            priorities = _host_array(priorities, np.float32)
-            if indices.size != priorities.size:
-                raise ValueError(f"{indices.size} indices for {priorities.size} priorities")
-            _update_loops(*self._host, self.capacity, indices, priorities)
+                loops, count, values = _update_loops_at, priorities.numel(), priorities.data_ptr()
+            else:
+                values = _host_array(priorities, np.float32)
+                loops, count = _update_loops, values.size
+            if indices.size != count:
+                raise ValueError(f"{indices.size} indices for {count} priorities")
+            loops(*self._host, self.capacity, indices, values)
             return
         indices = torch.as_tensor(indices, device=self.device).long().reshape(-1)
         priorities = torch.as_tensor(priorities, device=self.device, dtype=torch.float32).reshape(-1)

@@ -25,19 +25,17 @@ from reproduce.config import load_run_config
 from reproduce.report import eval_curve
 
 
-def training_curve(run: Path) -> dict[int, float]:
-    curve = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["name"] == "return_last100":
-            curve[int(record["step"])] = float(record["value"])
-    return curve
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def progress(run: Path, budget: int) -> dict:
+def training_curve(records: list[dict]) -> dict[int, float]:
+    return {int(r["step"]): float(r["value"]) for r in records if r["name"] == "return_last100"}
+
+
+def progress(records: list[dict], budget: int) -> dict:
     """How far a run got and how fast, from the times of its metrics.jsonl records: agent steps per
     second between its first and last record (evaluations and checkpoints included)."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     first, last = records[0], records[-1]
     return {"last_logged_step": last["step"], "budget_steps": budget,
             "wall_hours": round((last["time"] - first["time"]) / 3600, 2),
@@ -92,7 +90,8 @@ def main() -> None:
         raise SystemExit(f"runs of one game only, got {sorted(games)}")
     game = games.pop()
     budget = max(config.train.steps for config in configs.values())
-    train = {seed: training_curve(run) for run, (_, seed) in runs.items()}
+    records = {run: metrics(run) for run in runs}
+    train = {seed: training_curve(records[run]) for run, (_, seed) in runs.items()}
     evals = {seed: dict(eval_curve(run)) for run, (_, seed) in runs.items()}  # MinAtar: a frame is a step
     table = table_at(train, evals, args.at) if args.at else None  # before anything is written
 
@@ -108,7 +107,7 @@ def main() -> None:
             if (run / name).exists():
                 shutil.copy(run / name, keep / name)
     (args.out / f"{game}_progress.json").write_text(json.dumps(
-        {f"seed {seed}": progress(run, configs[run].train.steps) for run, (_, seed) in runs.items()}, indent=2) + "\n")
+        {f"seed {seed}": progress(records[run], configs[run].train.steps) for run, (_, seed) in runs.items()}, indent=2) + "\n")
     with open(args.out / f"{game}_curve.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["step", "seed", "return_last100", "eval_return_mean"])
         writer.writeheader()
