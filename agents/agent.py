@@ -64,9 +64,6 @@ class DQNAgent:
         self.reduce_overhead = compile and reduce_overhead
         mode = "reduce-overhead" if self.reduce_overhead else None
         self._compiled = torch.compile(self._loss, dynamic=False, mode=mode) if compile else None
-        # Learning batches in the layout the torso learns fastest from, copied before the (compiled) loss:
-        # inside it, torch.compile's own copy of the frames to that layout costs more than eager's.
-        self._channels_last = self.device.type == "cpu" and getattr(self.online.torso, "learns_channels_last", False)
 
     # ------------------------------------------------------------------ acting
     def q_values(self, obs: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
@@ -127,8 +124,6 @@ class DQNAgent:
     def gradient_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The device work of `learn` (no host synchronisation: a CUDA graph can capture it)."""
         batch = batch.to(self.device)
-        if self._channels_last:
-            batch = batch.channels_last()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             per_sample, priority, q_taken = self._losses(batch)
         per_sample, priority, q_taken = per_sample.float(), priority.float(), q_taken.float()

@@ -19,12 +19,6 @@ class NatureCNN(nn.Module):
     """Mnih et al. 2015: 32 8x8/4, 64 4x4/2, 64 3x3/1 convolutions, ReLU. uint8 frames are scaled to
     [0, 1] here, on the network's device, so the replay and the host only ever move bytes."""
 
-    # On a CPU, oneDNN computes the first layer's weight gradient 2.6x faster from frames laid out
-    # channels-last (the 4 frames of a pixel side by side): 91.6 against 35.1 GFLOP/s, one thread, batch 32
-    # (scripts/bench/gemm.py). DQNAgent lays out its learning batches so; acting's small batches are not,
-    # whose forward pass alone gains nothing from it.
-    learns_channels_last = True
-
     def __init__(self, in_channels: int = 4):
         super().__init__()
         self.convs = nn.Sequential(

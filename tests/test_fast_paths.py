@@ -131,8 +131,10 @@ def test_bf16_losses_match_fp32_within_two_percent():
         assert losses[1] == pytest.approx(losses[0], rel=0.02), (switches, losses)
 
 
-def pong_sized_batches(count: int) -> list:
-    """Batches of 32 stacks of 84x84 noise frames, with rewards now and then."""
+def test_bf16_nature_cnn_learns_along_the_fp32_path():
+    """The convolutional learner under bfloat16 autocast (oneDNN's bf16 convolutions on a CPU, AMX where
+    the CPU has it) against float32 from the same weights over the same 25 batches of Pong-sized frames:
+    every loss on the way agrees within 1% (measured: within 0.1%), and learning moves Q alike."""
     rng = np.random.default_rng(0)
     replay = FrameReplay(1000, 1, obs_shape=(84, 84), stack=4, seed=0)
     obs = np.zeros((1, 4, 84, 84), np.uint8)
@@ -141,36 +143,7 @@ def pong_sized_batches(count: int) -> list:
         nxt = np.concatenate([obs[:, 1:], rng.integers(0, 255, (1, 1, 84, 84), dtype=np.uint8)], 1)
         replay.add(obs, [t % 6], [float(rng.random() < 0.2)], [False], [False], nxt)
         obs = nxt
-    return [replay.sample(32) for _ in range(count)]
-
-
-def test_nature_cnn_learns_the_same_from_channels_last_batches():
-    """On a CPU the Nature network learns from frame stacks laid out channels-last (faster there): the
-    same values in another order in memory, so from the same weights over the same 10 batches every loss
-    and the final weights agree with the default layout's to float32 rounding."""
-    batches = pong_sized_batches(10)
-    config = cfg.resolve("nature_dqn").agent
-    losses, weights, layouts = {}, {}, []
-    for channels_last in (True, False):
-        torch.manual_seed(0)
-        agent = DQNAgent(config, (84, 84), 4, 6, seed=0)
-        assert agent._channels_last  # the fast path is on by default for this network on a CPU
-        agent._channels_last = channels_last
-        loss = agent._loss
-        agent._loss = lambda batch: layouts.append(batch.obs.is_contiguous(memory_format=torch.channels_last)) or loss(batch)
-        losses[channels_last] = [agent.learn(b)["loss"].item() for b in batches]
-        weights[channels_last] = torch.cat([p.flatten() for p in agent.online.parameters()])
-    assert layouts == [True] * 10 + [False] * 10
-    assert np.allclose(losses[True], losses[False], rtol=1e-4), losses
-    torch.testing.assert_close(weights[True], weights[False])
-    assert not DQNAgent(cfg.resolve("der").agent, (84, 84), 4, 6)._channels_last  # no gain measured for DER's
-
-
-def test_bf16_nature_cnn_learns_along_the_fp32_path():
-    """The convolutional learner under bfloat16 autocast (oneDNN's bf16 convolutions on a CPU, AMX where
-    the CPU has it) against float32 from the same weights over the same 25 batches of Pong-sized frames:
-    every loss on the way agrees within 1% (measured: within 0.1%), and learning moves Q alike."""
-    batches = pong_sized_batches(25)
+    batches = [replay.sample(32) for _ in range(25)]
     probe = batches[0].obs
     config = cfg.resolve("nature_dqn").agent
     losses, moved = {}, {}

@@ -57,13 +57,6 @@ class Batch:
 
         return Batch(*(move(getattr(self, f.name)) for f in dataclasses.fields(self)))
 
-    def channels_last(self) -> Batch:
-        """The batch with its frame stacks [B, stack, H, W] stored pixel by pixel (torch.channels_last):
-        the same values, another memory layout."""
-        layout = torch.channels_last
-        return dataclasses.replace(self, obs=self.obs.contiguous(memory_format=layout),
-                                   next_obs=self.next_obs.contiguous(memory_format=layout))
-
 
 class ReplayTooLargeError(MemoryError):
     pass
