@@ -71,9 +71,13 @@ def update_flops() -> float:
     return 2 * forward + (2 * forward - flops["conv1"])
 
 
-def gflops(fn, flops: float, repeats: int = 7, seconds: float = 0.5) -> float:
-    """Median GFLOP/s over `repeats` timings of about `seconds` each."""
-    return statistics.median(rate(fn, seconds) for _ in range(repeats)) * flops / 1e9
+def median_rate(fn, seconds: float, repeats: int = 7) -> float:
+    """Median calls per second over `repeats` timings of about `seconds` each."""
+    return statistics.median(rate(fn, seconds) for _ in range(repeats))
+
+
+def gflops(fn, flops: float, seconds: float = 0.5) -> float:
+    return median_rate(fn, seconds) * flops / 1e9
 
 
 def products() -> dict:
@@ -114,8 +118,7 @@ def layers(seconds: float = 0.3) -> dict:
                 x.grad = None
                 layer(x).backward(grad)
 
-            forward_rate = statistics.median(rate(forward, seconds) for _ in range(7))
-            both_rate = statistics.median(rate(forward_backward, seconds) for _ in range(7))
+            forward_rate, both_rate = median_rate(forward, seconds), median_rate(forward_backward, seconds)
             backward_flops = flops * (1 if name == "conv1" else 2)
             out[f"{name}_{layout}" if len(layouts) > 1 else name] = {
                 "forward_gflops": round(flops * forward_rate / 1e9, 1),
