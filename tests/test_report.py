@@ -337,3 +337,21 @@ def test_minatar_table_gives_the_mean_of_seeds_at_each_step_and_refuses_a_step_n
     ]
     with pytest.raises(SystemExit, match="--at 20: seed 0 has no evaluation there; it has 10 to 30 every 20 steps"):
         table_at(train, evals, [10, 20])
+
+
+def test_minatar_progress_is_the_runs_own_clock_across_resumes(tmp_path):
+    """Steps per second from the wall time a run's processes recorded (its newest checkpoint, or its
+    summary once finished), not from the first and last log times, which span the stops between them."""
+    from reproduce.checkpoint import write_verified
+
+    progress = _minatar_curve_script().progress
+    records = [{"step": 10_000, "time": 0.0}, {"step": 30_000, "time": 90_000.0}]  # a day's stop between them
+    (tmp_path / "checkpoints").mkdir()
+    for step, elapsed in ((20_000, 100.0), (25_000, 125.0)):
+        write_verified(tmp_path / "checkpoints" / f"ckpt-{step:012d}.pt",
+                       {"step": step, "loop": {"elapsed": elapsed}, "frame_chunks": [], "saved_heads": [0]})
+    assert progress(tmp_path, records, 50_000) == {"last_logged_step": 30_000, "budget_steps": 50_000,
+                                                   "clock_step": 25_000, "running_hours": 0.03,
+                                                   "steps_per_second": 200.0}
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 50_000, "wall_time_seconds": 400.0}))
+    assert progress(tmp_path, records, 50_000)["steps_per_second"] == 125.0

@@ -7,7 +7,7 @@ return of training episodes, averaged over runs), with the evaluation games besi
 For each run folder: `return_last100` from metrics.jsonl (the mean return of the last 100 training
 episodes, logged every `log.period_steps`) and the evaluation games of eval.csv (epsilon 0.05). Writes
 <out>/<game>_curve.csv (step, seed, return_last100, eval_return_mean), <out>/<game>_curve.png,
-<out>/<game>_progress.json (each run's last logged step and its agent steps per second), and copies
+<out>/<game>_progress.json (how far each run got, and how fast by its own clock), and copies
 each run's config.toml, summary.json and eval.csv to <out>/<run>/. With --at, also prints the README's
 table: the mean over seeds at those steps (and each seed's value at the last of them).
 """
@@ -21,6 +21,7 @@ import shutil
 import statistics
 from pathlib import Path
 
+from reproduce.checkpoint import Checkpointer
 from reproduce.config import load_run_config
 from reproduce.report import eval_curve
 
@@ -33,13 +34,19 @@ def training_curve(records: list[dict]) -> dict[int, float]:
     return {int(r["step"]): float(r["value"]) for r in records if r["name"] == "return_last100"}
 
 
-def progress(records: list[dict], budget: int) -> dict:
-    """How far a run got and how fast, from the times of its metrics.jsonl records: agent steps per
-    second between its first and last record (evaluations and checkpoints included)."""
-    first, last = records[0], records[-1]
-    return {"last_logged_step": last["step"], "budget_steps": budget,
-            "wall_hours": round((last["time"] - first["time"]) / 3600, 2),
-            "steps_per_second": round((last["step"] - first["step"]) / (last["time"] - first["time"]), 1)}
+def progress(run: Path, records: list[dict], budget: int) -> dict:
+    """How far a run got, and how fast by its own clock: the wall time of all its processes, summed across
+    resumes, as its summary (a finished run) or its newest checkpoint records it. Evaluations, checkpoints
+    and pauses within a process count; the time between a process's end and the next one's resume does
+    not (the times of metrics.jsonl would count it)."""
+    if (run / "summary.json").exists():
+        summary = json.loads((run / "summary.json").read_text())
+        step, seconds = summary["steps"], summary["wall_time_seconds"]
+    else:
+        state = Checkpointer(run / "checkpoints").load_latest()  # the checkpoint alone, not its frames
+        step, seconds = state["step"], state["loop"]["elapsed"]
+    return {"last_logged_step": records[-1]["step"], "budget_steps": budget, "clock_step": step,
+            "running_hours": round(seconds / 3600, 2), "steps_per_second": round(step / seconds, 1)}
 
 
 def table_at(train: dict[int, dict[int, float]], evals: dict[int, dict[int, float]], steps: list[int]) -> str:
@@ -107,7 +114,7 @@ def main() -> None:
             if (run / name).exists():
                 shutil.copy(run / name, keep / name)
     (args.out / f"{game}_progress.json").write_text(json.dumps(
-        {f"seed {seed}": progress(records[run], configs[run].train.steps) for run, (_, seed) in runs.items()}, indent=2) + "\n")
+        {f"seed {seed}": progress(run, records[run], configs[run].train.steps) for run, (_, seed) in runs.items()}, indent=2) + "\n")
     with open(args.out / f"{game}_curve.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["step", "seed", "return_last100", "eval_return_mean"])
         writer.writeheader()
