@@ -7,7 +7,8 @@ without hindsight experience replay.
 
 Each run is the her_bitflip or dqn_bitflip preset on bitflip<n>, with the paper's cycle (16 episodes,
 40 updates) scaled to n, for `epochs` epochs of 50 cycles (800 n agent steps each). The success rate is
-that of the final evaluation (100 greedy episodes; an episode succeeds when its return is above -n).
+that of the final evaluation (100 greedy episodes; an episode succeeds when its return is above -n),
+and the table gives each run's wall time beside it (from its summary; runs share the machine).
 Runs go to runs/her_bitflip/ (not committed; a run with a summary there is not run again), two at a time
 with one torch thread each; the table goes to <out>/her_bitflip.csv and the figure to
 <out>/her_bitflip.png (default: results/).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +55,10 @@ def final_success_rate(run_dir: Path, bits: int) -> float:
         rows = list(csv.DictReader(f))
     last = max(int(r["step"]) for r in rows)
     return float(np.mean([float(r["return"]) > -bits for r in rows if int(r["step"]) == last]))
+
+
+def wall_time_seconds(run_dir: Path) -> float:
+    return json.loads((run_dir / "summary.json").read_text())["wall_time_seconds"]
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -93,12 +99,13 @@ def main() -> None:
             for preset in args.presets]
     with ThreadPoolExecutor(args.parallel) as pool:
         dirs = list(pool.map(lambda job: run_one(*job, args.epochs, args.runs), jobs))
-    rows = [{"bits": n, "her": preset == "her_bitflip", "seed": seed, "success_rate": final_success_rate(d, n)}
+    rows = [{"bits": n, "her": preset == "her_bitflip", "seed": seed, "success_rate": final_success_rate(d, n),
+             "wall_time_seconds": round(wall_time_seconds(d), 1)}
             for (preset, n, seed), d in zip(jobs, dirs)]
     rows.sort(key=lambda r: (r["bits"], not r["her"], r["seed"]))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "her_bitflip.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["bits", "her", "seed", "success_rate"])
+        writer = csv.DictWriter(f, ["bits", "her", "seed", "success_rate", "wall_time_seconds"])
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, args.out / "her_bitflip.png")
