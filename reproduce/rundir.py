@@ -138,6 +138,7 @@ class RunDir:
             "params_sha256": params_sha256,
             "versions": package_versions(),
             "git_commit": git_commit(),
+            "host": host(),  # of the process that finished the run (a resumed run may have started elsewhere)
         }
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
@@ -155,6 +156,25 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def host() -> dict:
+    """The machine: CPU model, cores, how it computes bfloat16, and the GPU if there is one."""
+    cpu, flags = platform.processor(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1] for line in lines if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count()}
+    # What decides the speed of bfloat16 on a CPU: AMX tiles (Sapphire Rapids and later), or AVX-512's bf16
+    # instructions, or neither (converted to float32 and back).
+    info["cpu_bf16"] = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def git_commit() -> str:

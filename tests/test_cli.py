@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import os
 import subprocess
 import tomllib
 
@@ -39,8 +40,9 @@ def test_run_folder_is_complete(pong_run):
         assert next(csv.reader(f)) == ["step", "frames", "env", "return", "length"]
     summary = json.loads((pong_run / "summary.json").read_text())
     for key in ("preset", "game", "protocol", "seed", "steps", "frames", "eval_return_mean", "eval_return_std",
-                "wall_time_seconds", "steps_per_second", "versions", "git_commit", "params_sha256"):
+                "wall_time_seconds", "steps_per_second", "versions", "git_commit", "params_sha256", "host"):
         assert key in summary
+    assert summary["host"]["cores"] == os.cpu_count() and summary["host"]["cpu"]
     assert summary["steps"] == 600 and summary["frames"] == 2400 and len(summary["params_sha256"]) == 64
     assert list((pong_run / "checkpoints").glob("ckpt-*.pt"))
 

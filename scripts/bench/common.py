@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 
+from reproduce.rundir import host
+
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "bench"
 
 
 def machine() -> dict:
-    cpu, flags = platform.processor(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = set(next(line.split(":", 1)[1] for line in lines if line.startswith("flags")).split())
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-    # What decides the speed of bfloat16 on a CPU: AMX tiles (Sapphire Rapids and later), or AVX-512's bf16
-    # instructions, or neither (converted to float32 and back).
-    info["cpu_bf16"] = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
+    info = host() | {"python": platform.python_version(), "platform": platform.platform()}
     for name in ("torch", "numpy", "gymnasium", "ale-py", "stable-baselines3"):
         try:
             info[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
     return info
 
 
