@@ -65,7 +65,7 @@ def main() -> None:
         rows.append(f"| `{name}` | `{table}` | {len(games)} x {seeds} | {steps:,} ({steps * config.protocol.frame_skip / 1e6:g}M frames) "
                     f"| {disk_gb:.1f} GB | {hours} | {gpu_hours} | {runs} |")
     print("| recipe (`scripts/reproduce/`) | compared with | games x seeds | agent steps per run | checkpoint disk per run "
-          "| CPU-hours per run, 1 core | GPU-hours per run, 1 H200 | runs |")
+          "| hours per run, 2-core CPU | hours per run, 1 H200 | runs |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
