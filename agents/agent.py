@@ -50,7 +50,8 @@ class DQNAgent:
         self.online = build_network(config, obs_shape, stack, n_actions).to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer = build_optimizer(self.online.parameters(), config.optimizer, config.learning_rate,
-                                         config.optimizer_eps, config.rmsprop_decay, config.rmsprop_momentum)
+                                         config.optimizer_eps, config.rmsprop_decay, config.rmsprop_momentum,
+                                         config.rmsprop_initial_square)
         self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps,
                                       delay=config.learning_starts_steps)
         self.support = torch.linspace(config.v_min, config.v_max, config.num_atoms, device=self.device)

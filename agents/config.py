@@ -65,6 +65,7 @@ class AgentConfig:
     optimizer_eps: float = 1.5e-4
     rmsprop_decay: float = 0.95  # both running averages of the RMSProp variants
     rmsprop_momentum: float = 0.0  # PyTorch rmsprop only
+    rmsprop_initial_square: float = 0.0  # where the mean of squared gradients starts (TensorFlow 1's: 1.0)
     max_grad_norm: float = 0.0  # clip the global gradient norm to this; 0: off
     target_update: str = "hard"  # hard: copy every target_period_steps; soft: Polyak with target_tau
     target_period_steps: int = 10_000  # agent steps between hard copies
@@ -110,6 +111,10 @@ class AgentConfig:
         need(self.learning_rate > 0, f"agent.learning_rate = {self.learning_rate}; must be > 0")
         need(self.optimizer_eps > 0, f"agent.optimizer_eps = {self.optimizer_eps}; must be > 0")
         need(0.0 <= self.rmsprop_decay < 1.0, f"agent.rmsprop_decay = {self.rmsprop_decay}; must be in [0, 1)")
+        need(self.rmsprop_initial_square >= 0, f"agent.rmsprop_initial_square = {self.rmsprop_initial_square}; must be >= 0")
+        need(self.rmsprop_initial_square == 0 or self.optimizer != "adam",
+             f"agent.rmsprop_initial_square = {self.rmsprop_initial_square} applies to the RMSProp optimizers only; "
+             f"agent.optimizer is {self.optimizer!r}")
         need(self.max_grad_norm >= 0, f"agent.max_grad_norm = {self.max_grad_norm}; must be >= 0 (0: off)")
         need(0.0 < self.target_tau <= 1.0, f"agent.target_tau = {self.target_tau}; must be in (0, 1]")
         need(self.noisy_sigma0 >= 0, f"agent.noisy_sigma0 = {self.noisy_sigma0}; must be >= 0")

@@ -22,14 +22,20 @@ class CenteredRMSprop(torch.optim.Optimizer):
     eps_in_root=False, PyTorch's torch.optim.RMSprop(centered=True) (MinAtar's reference code): eps after
     the root, and an optional momentum buffer b <- momentum b + grad / (sqrt(g2 - g^2) + eps),
     w <- w - lr b. The two differ wherever g2 - g^2 is comparable to eps.
+
+    g2 starts at `initial_square`: 0 in both, 1 in TensorFlow 1's RMSPropOptimizer (Dopamine's DQN), whose
+    first updates are then about lr grad until the ones decay away (a few hundred updates at decay 0.95).
     """
 
     def __init__(self, params, lr: float, decay: float = 0.95, eps: float = 0.01 / 32**2, eps_in_root: bool = True,
-                 momentum: float = 0.0):
-        if lr <= 0 or not 0 <= decay < 1 or eps <= 0 or not 0 <= momentum < 1 or (momentum and eps_in_root):
+                 momentum: float = 0.0, initial_square: float = 0.0):
+        if (lr <= 0 or not 0 <= decay < 1 or eps <= 0 or not 0 <= momentum < 1 or (momentum and eps_in_root)
+                or initial_square < 0):
             raise ValueError(f"CenteredRMSprop needs lr > 0, 0 <= decay < 1, eps > 0, 0 <= momentum < 1 (only with "
-                             f"eps_in_root=False); got {lr}, {decay}, {eps}, {momentum}")
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, eps_in_root=eps_in_root, momentum=momentum))
+                             f"eps_in_root=False), initial_square >= 0; got {lr}, {decay}, {eps}, {momentum}, "
+                             f"{initial_square}")
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, eps_in_root=eps_in_root, momentum=momentum,
+                                      initial_square=initial_square))
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}
         self._views: dict[torch.Tensor, tuple] = {}  # see _host_views
 
@@ -44,6 +50,7 @@ class CenteredRMSprop(torch.optim.Optimizer):
                 group.update(decay=group["alpha"], eps_in_root=False)
             group.setdefault("eps_in_root", True)
             group.setdefault("momentum", 0.0)
+            group.setdefault("initial_square", 0.0)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -56,7 +63,7 @@ class CenteredRMSprop(torch.optim.Optimizer):
             for p in params:
                 if not self.state[p]:
                     self.state[p]["grad_avg"] = torch.zeros_like(p)
-                    self.state[p]["square_avg"] = torch.zeros_like(p)
+                    self.state[p]["square_avg"] = torch.full_like(p, group["initial_square"])
                     if momentum:
                         self.state[p]["momentum_buffer"] = torch.zeros_like(p)
             grads = [p.grad for p in params]
@@ -151,14 +158,15 @@ def _centered_rmsprop_loop(w, grad, g, g2, b, lr, decay, one_minus_decay, eps, e
 
 
 def build_optimizer(params, name: str, lr: float, eps: float, rmsprop_decay: float = 0.95,
-                    rmsprop_momentum: float = 0.0) -> torch.optim.Optimizer:
+                    rmsprop_momentum: float = 0.0, rmsprop_initial_square: float = 0.0) -> torch.optim.Optimizer:
     if name == "adam":
         # The fused kernel (CPU and CUDA) is about 1.5x faster than the per-tensor loop on small networks.
         return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     if name == "centered_rmsprop":
-        return CenteredRMSprop(params, lr=lr, decay=rmsprop_decay, eps=eps)
+        return CenteredRMSprop(params, lr=lr, decay=rmsprop_decay, eps=eps, initial_square=rmsprop_initial_square)
     if name == "rmsprop":  # PyTorch's (centered, eps outside the root), as MinAtar's reference code uses
-        return CenteredRMSprop(params, lr=lr, decay=rmsprop_decay, eps=eps, eps_in_root=False, momentum=rmsprop_momentum)
+        return CenteredRMSprop(params, lr=lr, decay=rmsprop_decay, eps=eps, eps_in_root=False, momentum=rmsprop_momentum,
+                               initial_square=rmsprop_initial_square)
     raise ValueError(f"unknown optimizer {name!r}; known: adam, centered_rmsprop, rmsprop")
 
 

@@ -83,6 +83,8 @@ def test_run_refuses_a_folder_that_holds_a_run(pong_run, capsys):
         (["run", "nature_dqn", "--set", "agent.n_step=0"], "agent.n_step = 0; must be >= 1"),
         (["run", "nature_dqn", "--set", "agent.epsilon_end=2"], "agent.epsilon_end = 2.0; must be in [0, 1]"),
         (["run", "nature_dqn", "--set", "eval.epsilon=-0.1"], "eval.epsilon = -0.1; must be in [0, 1]"),
+        (["run", "rainbow", "--set", "agent.rmsprop_initial_square=1"],
+         "agent.rmsprop_initial_square = 1.0 applies to the RMSProp optimizers only; agent.optimizer is 'adam'"),
         (["run", "cartpole_dqn", "--game", "pong"], "cannot run under env.protocol = 'classic'"),
         (["run", "nature_dqn", "--set", "train.compile=cudagraphs"],
          "train.compile = 'cudagraphs'; allowed: auto, true, false, reduce-overhead"),

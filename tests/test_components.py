@@ -435,12 +435,14 @@ def test_prioritized_bad_exponents(alpha, beta):
 
 
 # ------------------------------------------------------------------ optimizer and config
-def test_centered_rmsprop_against_the_formula():
-    """Two parameters updated together (multi-tensor ops); the second has no gradient at first."""
+@pytest.mark.parametrize("initial_square", [0.0, 1.0])
+def test_centered_rmsprop_against_the_formula(initial_square):
+    """Two parameters updated together (multi-tensor ops); the second has no gradient at first. The mean
+    square starts at 0 (DeepMind's, PyTorch's) or 1 (TensorFlow 1's RMSPropOptimizer, Dopamine's DQN)."""
     w, v = torch.nn.Parameter(torch.tensor([1.0, -2.0])), torch.nn.Parameter(torch.tensor([[0.5], [3.0]]))
-    opt = CenteredRMSprop([w, v], lr=0.1, decay=0.9, eps=0.01)
+    opt = CenteredRMSprop([w, v], lr=0.1, decay=0.9, eps=0.01, initial_square=initial_square)
     expected = {"w": np.array([1.0, -2.0]), "v": np.array([[0.5], [3.0]])}
-    averages = {name: (np.zeros_like(x), np.zeros_like(x)) for name, x in expected.items()}
+    averages = {name: (np.zeros_like(x), np.full_like(x, initial_square)) for name, x in expected.items()}
     for step, grad in enumerate(([0.5, 1.0], [-0.2, 0.3], [0.1, -0.4])):
         grads = {"w": np.array(grad), "v": None if step == 0 else np.array([[grad[0]], [2 * grad[1]]])}
         w.grad = torch.tensor(grads["w"], dtype=torch.float32)
