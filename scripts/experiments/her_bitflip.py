@@ -100,7 +100,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.parallel) as pool:
         dirs = list(pool.map(lambda job: run_one(*job, args.epochs, args.runs), jobs))
     rows = [{"bits": n, "her": preset == "her_bitflip", "seed": seed, "success_rate": final_success_rate(d, n),
-             "wall_time_seconds": round(wall_time_seconds(d), 1)}
+             "wall_time_seconds": wall_time_seconds(d)}
             for (preset, n, seed), d in zip(jobs, dirs)]
     rows.sort(key=lambda r: (r["bits"], not r["her"], r["seed"]))
     args.out.mkdir(parents=True, exist_ok=True)
