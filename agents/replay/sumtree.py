@@ -11,7 +11,7 @@ Two kernels walk the same storage, because a torch call costs microseconds on a 
   million leaves) so that 3 levels, not 20, pay those calls.
 - numba (the CPU's): one compiled loop per operation over the same tensors' memory, paying per element
   instead, with 8 children per node. The batch moves a level at a time and asks for all its rows
-  before reading any, so that their cache misses overlap; a round of 32 finds and 32 updates runs 31x
+  before reading any, so that their cache misses overlap; a round of 32 finds and 32 updates runs 30x
   faster than the torch kernel on the same CPU (scripts/bench/per.py, results/bench/per.json).
 Both run on a CPU, where the tests hold them to each other.
 """

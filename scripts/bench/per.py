@@ -9,7 +9,10 @@ same capacity, in the same run, rounds per second:
 - replay: PrioritizedReplay.sample(32) (frame stacks, n-step returns, importance weights) +
   update_priorities(32), every frame written first (an unwritten page costs a fault at each read).
 
-    python scripts/bench/per.py [--seconds 20]   -> results/bench/per.json
+Within a repeat the rounds take turns of --slice seconds, and each speedup is the median over repeats of
+that repeat's ratio to the pure-Python tree: the shared machine's slow spells fall on both sides of it.
+
+    python scripts/bench/per.py [--seconds 20] [--slice 0.25]   -> results/bench/per.json
     python scripts/bench/per.py --device cuda --out per_gpu   (the tree and the frames on the GPU)
 """
 
@@ -19,13 +22,14 @@ import argparse
 import random
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, rate, write  # noqa: E402
+from common import machine, write  # noqa: E402
 
 from agents.replay import PrioritizedReplay, SumTree  # noqa: E402
 from agents.replay.sumtree import _stratified_loops, _update_loops  # noqa: E402
@@ -78,6 +82,26 @@ def tree_round(tree: SumTree, uniform, new_priorities: torch.Tensor) -> None:
     tree.update(index, new_priorities)
 
 
+def alternated_rates(rounds: dict, seconds: float, slice_seconds: float) -> dict:
+    """Calls per second of each round over about `seconds`, taken in turns of `slice_seconds`: the
+    machine's slower and faster spells (it is shared) fall on every round alike."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
+    calls, elapsed = dict.fromkeys(rounds, 0), dict.fromkeys(rounds, 0.0)
+    for fn in rounds.values():
+        fn()  # warm-up
+    for _ in range(max(1, round(seconds / slice_seconds))):
+        for name, fn in rounds.items():
+            sync()
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < slice_seconds:
+                fn()
+                count += 1
+            sync()  # on a GPU, until the work queued has run
+            calls[name] += count
+            elapsed[name] += time.perf_counter() - start
+    return {name: calls[name] / elapsed[name] for name in rounds}
+
+
 def per_uniform(kernel: str, device: str):
     """The uniform draws of an (empty) PrioritizedReplay with this kernel."""
     return PrioritizedReplay(64, 1, obs_shape=(1,), stack=1, seed=0, device=device, kernel=kernel).uniform
@@ -105,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--slice", type=float, default=0.25, help="seconds of each round's turn")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="per", help="results/bench/<out>.json")
     args = parser.parse_args()
@@ -149,11 +174,14 @@ def main() -> None:
 
         rounds["compiled_loops_only"] = loops_round
     rates = {name: [] for name in rounds}
-    for _ in range(args.repeats):  # interleaved, so that machine noise hits all alike
-        for name, fn in rounds.items():
-            rates[name].append(rate(fn, args.seconds))
+    for _ in range(args.repeats):
+        for name, value in alternated_rates(rounds, args.seconds, args.slice).items():
+            rates[name].append(value)
     median = {name: statistics.median(r) for name, r in rates.items()}
     python = median["pure_python_sum_tree"]
+    # Each repeat's ratio is of rates measured over the same seconds, so that its noise mostly cancels.
+    ratios = {name: [ours / base for ours, base in zip(rates[name], rates["pure_python_sum_tree"])]
+              for name in rounds if name != "pure_python_sum_tree"}
     result = {
         "capacity": CAPACITY,
         "batch": BATCH,
@@ -168,13 +196,16 @@ def main() -> None:
             "replay": "PrioritizedReplay.sample(32) (frame stacks, n-step returns, importance weights) + update_priorities(32)",
         },
         **{f"{name}_per_second": round(value, 1) for name, value in median.items()},
-        "speedup": round(median["tree"] / python, 2),
-        **({"torch_kernel_speedup": round(median["tree_torch_kernel"] / python, 2)} if "tree_torch_kernel" in median else {}),
-        "replay_speedup": round(median["replay"] / python, 2),
-        **({"compiled_loops_speedup": round(median["compiled_loops_only"] / python, 2)}
-           if "compiled_loops_only" in median else {}),
+        "speedup": round(statistics.median(ratios["tree"]), 2),
+        **({"torch_kernel_speedup": round(statistics.median(ratios["tree_torch_kernel"]), 2)} if "tree_torch_kernel" in ratios else {}),
+        "replay_speedup": round(statistics.median(ratios["replay"]), 2),
+        **({"compiled_loops_speedup": round(statistics.median(ratios["compiled_loops_only"]), 2)}
+           if "compiled_loops_only" in ratios else {}),
+        "speedup_of_median_rates": round(median["tree"] / python, 2),
         "repeats": args.repeats,
+        "slice_seconds": args.slice,
         "rates_per_repeat": {name: [round(r, 1) for r in values] for name, values in rates.items()},
+        "speedups_per_repeat": {name: [round(r, 2) for r in values] for name, values in ratios.items()},
         "command": "python " + " ".join(sys.argv),
         "machine": machine(),
     }
