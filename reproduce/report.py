@@ -349,9 +349,7 @@ def _plot_curves(variants, out: Path) -> list[str]:
             if not frames:
                 continue
             values = np.array([[dict(r.curve)[f] for f in frames] for r in rs])
-            low, high = bootstrap_band(values)
-            ax.plot(frames, values.mean(0), label=f"{name} ({len(rs)} seeds, eval epsilon {rs[0].config.eval.epsilon})")
-            ax.fill_between(frames, low, high, alpha=0.25)
+            _draw_curve(ax, frames, values, f"{name} ({len(rs)} seeds, eval epsilon {rs[0].config.eval.epsilon})")
         ax.set_xlabel("frames" if rs and rs[0].config.protocol.frame_skip > 1 else "agent steps")
         ax.set_ylabel("evaluation return")
         ax.set_title(title or game, fontsize=9)
@@ -362,6 +360,21 @@ def _plot_curves(variants, out: Path) -> list[str]:
         plt.close(fig)
         files.append(name)
     return files
+
+
+def _draw_curve(ax, frames: list[int], values: np.ndarray, label: str) -> None:
+    """The mean over seeds ([seeds x points]) with its 95% bootstrap band. A run evaluated only at its
+    end (Atari 100k) has one point, which a line would not show: a marker with the interval as an error
+    bar, and each seed's score beside it."""
+    mean = values.mean(0)
+    low, high = bootstrap_band(values)
+    if len(frames) > 1:
+        ax.plot(frames, mean, label=label)
+        ax.fill_between(frames, low, high, alpha=0.25)
+        return
+    bar = ax.errorbar(frames, mean, yerr=[mean - low, high - mean], fmt="o", capsize=5, label=label)
+    ax.plot(np.repeat(frames, len(values)), values[:, 0], "x", color=bar.lines[0].get_color(), alpha=0.6)
+    ax.set_xticks(frames, [f"{f:,}" for f in frames])
 
 
 def _plot_profiles(matrices: dict[str, np.ndarray], metric: str, out: Path) -> list[str]:

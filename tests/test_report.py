@@ -101,6 +101,29 @@ def test_report_against_hand_computed_values(fixture_runs, tmp_path):
     assert float(pong["fraction_of_published"]) == pytest.approx(hns_score("pong", 1.0) / published_pong)
 
 
+def test_a_curve_of_one_evaluation_is_a_marker_with_its_interval_and_the_seeds():
+    """Atari 100k runs are evaluated once, at the end: a line through one point draws nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reproduce.report import _draw_curve, bootstrap_band
+
+    fig, (one, many) = plt.subplots(1, 2)
+    values = np.array([[556.0], [9395.0], [17552.0]])
+    _draw_curve(one, [400_000], values, "der")
+    marked = {line.get_marker(): line for line in one.lines}
+    assert marked["o"].get_ydata()[0] == pytest.approx(values.mean())
+    assert sorted(marked["x"].get_ydata()) == [556.0, 9395.0, 17552.0]
+    (bar,) = [c for c in one.collections if len(c.get_segments()) == 1]
+    assert np.allclose(bar.get_segments()[0], [[400_000, v] for v in np.concatenate(bootstrap_band(values))])
+    _draw_curve(many, [1, 2, 3], np.array([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]]), "dqn")
+    (line,) = many.lines
+    assert line.get_marker() == "None" and list(line.get_ydata()) == [2.0, 3.0, 4.0] and many.collections
+    plt.close(fig)
+
+
 def test_a_table_is_normalised_as_its_paper_did(tmp_path):
     """The Nature table's human scores are its professional tester's (Extended Data Table 2): pong 9.3,
     breakout 31.8, random -20.7 and 1.7; DQN Zoo's human pong is 14.6."""
