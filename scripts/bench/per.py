@@ -22,14 +22,13 @@ import argparse
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, write  # noqa: E402
+from common import alternated_rates, machine, write  # noqa: E402
 
 from agents.replay import PrioritizedReplay, SumTree  # noqa: E402
 from agents.replay.sumtree import _stratified_loops, _update_loops  # noqa: E402
@@ -80,26 +79,6 @@ def tree_round(tree: SumTree, uniform, new_priorities: torch.Tensor) -> None:
     draws made as a PER sample makes them, then 32 updates."""
     index, _ = tree.stratified(uniform(BATCH))
     tree.update(index, new_priorities)
-
-
-def alternated_rates(rounds: dict, seconds: float, slice_seconds: float) -> dict:
-    """Calls per second of each round over about `seconds`, taken in turns of `slice_seconds`: the
-    machine's slower and faster spells (it is shared) fall on every round alike."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
-    calls, elapsed = dict.fromkeys(rounds, 0), dict.fromkeys(rounds, 0.0)
-    for fn in rounds.values():
-        fn()  # warm-up
-    for _ in range(max(1, round(seconds / slice_seconds))):
-        for name, fn in rounds.items():
-            sync()
-            count, start = 0, time.perf_counter()
-            while time.perf_counter() - start < slice_seconds:
-                fn()
-                count += 1
-            sync()  # on a GPU, until the work queued has run
-            calls[name] += count
-            elapsed[name] += time.perf_counter() - start
-    return {name: calls[name] / elapsed[name] for name in rounds}
 
 
 def per_uniform(kernel: str, device: str):
