@@ -35,31 +35,19 @@ def write(name: str, result: dict) -> Path:
     return path
 
 
-def _synchronizer():
-    """A call that waits for the work queued on the GPU, where one is in use (else it does nothing)."""
-    import torch
-
-    return torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
-
-
 def rate(fn, seconds: float) -> float:
     """Calls of `fn` per second over about `seconds` (after one call of warm-up); on a GPU, until the
     work they queued has run."""
-    sync = _synchronizer()
-    fn()
-    sync()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        count += 1
-    sync()
-    return count / (time.perf_counter() - start)
+    return alternated_rates({"fn": fn}, seconds, seconds)["fn"]
 
 
 def alternated_rates(fns: dict, seconds: float, turn_seconds: float) -> dict:
     """Calls per second of each of `fns` over about `seconds`, taken in turns of `turn_seconds` (after one
-    call each of warm-up): the shared machine's slower and faster spells fall on all of them alike."""
-    sync = _synchronizer()
+    call each of warm-up): the shared machine's slower and faster spells fall on all of them alike. On
+    a GPU, each turn lasts until the work it queued has run."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
     calls, elapsed = dict.fromkeys(fns, 0), dict.fromkeys(fns, 0.0)
     for fn in fns.values():
         fn()
@@ -70,7 +58,7 @@ def alternated_rates(fns: dict, seconds: float, turn_seconds: float) -> dict:
             while time.perf_counter() - start < turn_seconds:
                 fn()
                 count += 1
-            sync()  # on a GPU, until the work queued has run
+            sync()
             calls[name] += count
             elapsed[name] += time.perf_counter() - start
     return {name: calls[name] / elapsed[name] for name in fns}
