@@ -239,9 +239,12 @@ def summarize(result: dict, rates: dict, variants: dict) -> None:
     if "cleanrl" in median:
         result["speedup_vs_cleanrl"] = round(median[best] / median["cleanrl"], 2)
     if "learner_bound_steps_per_second" in result:
-        bound = result["learner_bound_steps_per_second"].get(learner_kind(variants[best]))
-        if bound:
-            result["fraction_of_learner_bound"] = round(median[best] / bound, 3)
+        bounds = result["learner_bound_steps_per_second"]
+        fractions = {k: round(median[k] / bounds[learner_kind(variants[k])], 3) for k in ours_done
+                     if learner_kind(variants[k]) in bounds}
+        if best in fractions:
+            result["fraction_of_learner_bound"] = fractions[best]
+        result["fraction_of_learner_bound_by_variant"] = fractions
 
 
 def main() -> None:
@@ -278,6 +281,12 @@ def main() -> None:
         "ours_compiled_bf16": {"train.compile": "true", "train.bf16": True},
         "ours_ale_bf16": {"train.compile": "true", "env.backend": "ale", "train.bf16": True},
         "ours_fast_bf16": {"train.compile": "true", "env.backend": "ale", "train.overlap": True, "train.bf16": True},
+        # Four environments stepped together: at this ratio every loop iteration then has an update for the
+        # environments' step to overlap with (with one environment, only one step in four has one).
+        "ours_fast_4envs": {"train.compile": "true", "env.backend": "ale", "train.overlap": True, "env.num_envs": 4},
+        "ours_ale_bf16_4envs": {"train.compile": "true", "env.backend": "ale", "train.bf16": True, "env.num_envs": 4},
+        "ours_fast_bf16_4envs": {"train.compile": "true", "env.backend": "ale", "train.overlap": True,
+                                 "train.bf16": True, "env.num_envs": 4},
     }
     if gpu:
         del variants["ours_compiled"], variants["ours_overlap"], variants["ours_adam"]
@@ -294,8 +303,8 @@ def main() -> None:
         variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     epsilon = "on each system's schedule (about 1 here)" if EPSILON is None else f"held at {EPSILON} by every system"
     result = {
-        "what": f"Nature DQN on Pong, 1 update of 32 per 4 agent steps, {NUM_ENVS} env(s) for ours (1 for SB3 and "
-                f"CleanRL), replay {CAPACITY:,}, device {DEVICE}{'' if gpu else ' (1 torch thread on a CPU)'}; "
+        "what": f"Nature DQN on Pong, 1 update of 32 per 4 agent steps, {NUM_ENVS} env(s) for ours (4 for "
+                f"variants named _4envs; 1 for SB3 and CleanRL), replay {CAPACITY:,}, device {DEVICE}{'' if gpu else ' (1 torch thread on a CPU)'}; "
                 f"agent steps per second over {MEASURE:,} steps (ours; {MEASURE_BASELINE:,} for SB3 and CleanRL) after "
                 f"{LEARN_START:,} random and {WARM_LEARN:,} learning steps of warm-up; "
                 f"epsilon {epsilon}; "
