@@ -194,6 +194,19 @@ def test_overlap_and_background_evaluation_give_the_serial_result(tmp_path):
     assert runs["serial"]["eval_return_mean"] == runs["background"]["eval_return_mean"]
 
 
+@pytest.mark.slow
+def test_overlap_of_every_update_on_the_ale_backend_gives_the_serial_result(tmp_path):
+    """Four environments at one update per 4 agent steps: every iteration's update runs beside ale-py's
+    C++ threads stepping the environments, the case train.overlap is for."""
+    pong = {"env.game": "pong", "env.backend": "ale", "env.num_envs": 4, "train.steps": 480,
+            "agent.learning_starts_steps": 200, "agent.target_period_steps": 80, "replay.capacity": 2000,
+            "train.compile": "false", "log.wandb": "disabled", "eval.episodes": 0, "eval.period_steps": 0,
+            "log.checkpoint_period_steps": 0}
+    shas = {overlap: train(cfg.resolve("nature_dqn", {**pong, "train.overlap": overlap}), tmp_path / str(overlap),
+                           progress=False)["params_sha256"] for overlap in (False, True)}
+    assert shas[False] == shas[True]
+
+
 @pytest.mark.parametrize("flush", [True, False])
 def test_flush_denormal_reaches_the_threads_a_run_starts(tmp_path, flush):
     # A fresh interpreter, so that torch's worker thread starts during the run. After it, the product
