@@ -95,6 +95,9 @@ class RunDir:
         self.metrics = MetricsLog(path / "metrics.jsonl")
         self.episodes = CsvLog(path / "episodes.csv", EPISODE_FIELDS)
         self.evals = CsvLog(path / "eval.csv", EVAL_FIELDS)
+        # Read now, before training: the code this process runs is the checkout's at its start, and the
+        # checkout may move on during a long run.
+        self.commit = git_commit()
 
     @classmethod
     def reopen(cls, path: Path, positions: dict[str, int]) -> RunDir:
@@ -137,7 +140,7 @@ class RunDir:
             "steps_per_second": round(steps / wall, 1) if wall > 0 else None,
             "params_sha256": params_sha256,
             "versions": package_versions(),
-            "git_commit": git_commit(),
+            "git_commit": self.commit,  # of the process that finished the run, read when it opened it
             "host": host(),  # of the process that finished the run (a resumed run may have started elsewhere)
         }
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

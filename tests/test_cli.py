@@ -168,3 +168,15 @@ def test_no_evaluation_with_zero_episodes(tmp_path, capsys):
     config = cfg.resolve("nature_dqn", {"env.game": "pong", "train.steps": 400})  # a preset with a table
     assert _report(summary | {"game": "pong"}, config) == 0
     assert "your score" not in capsys.readouterr().out  # no evaluation, no score to set beside the paper's
+
+
+def test_summary_names_the_commit_the_run_started_on(tmp_path, monkeypatch):
+    from reproduce import rundir
+    checkout = {"commit": "1111111"}
+    monkeypatch.setattr(rundir, "git_commit", lambda: checkout["commit"])
+    config = cfg.resolve("cartpole_dqn", {})
+    run = rundir.RunDir.create(tmp_path / "run", config)
+    checkout["commit"] = "2222222"  # the checkout moves on while the run trains on the code it loaded
+    summary = run.write_summary(config, 10, 10, 0.0, 0.0, 0, 1.0, "0" * 64)
+    run.close()
+    assert summary["git_commit"] == "1111111"
