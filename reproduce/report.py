@@ -230,6 +230,8 @@ def bootstrap_band(values: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple
 # ------------------------------------------------------------------------------------ the report
 def build(paths: list[Path], out: Path, against: str | None = None, reps: int = REPS, wandb_mode: str | None = None,
           score: str = "eval", window: int = DOPAMINE_ITERATION_STEPS) -> dict:
+    if reps < 1:
+        raise ReportError(f"--reps must be at least 1 (bootstrap resamples), got {reps}")
     runs = [load_run(p, score, window) for p in find_runs(paths)]
     if not runs:
         raise ReportError("no runs to report")

@@ -273,6 +273,8 @@ def test_report_bad_input(tmp_path, capsys):
     assert "has no score for space_invaders" in capsys.readouterr().err
     assert main(["report", str(other), "--against", "nature_2015", "--out", str(tmp_path / "o")]) == 2
     assert "unknown published table 'nature_2015'" in capsys.readouterr().err
+    assert main(["report", str(other), "--reps", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--reps must be at least 1 (bootstrap resamples), got 0" in capsys.readouterr().err
 
 
 def test_every_published_table_loads_and_matches_its_source():
