@@ -304,7 +304,8 @@ def main() -> None:
     epsilon = "on each system's schedule (about 1 here)" if EPSILON is None else f"held at {EPSILON} by every system"
     result = {
         "what": f"Nature DQN on Pong, 1 update of 32 per 4 agent steps, {NUM_ENVS} env(s) for ours (4 for "
-                f"variants named _4envs; 1 for SB3 and CleanRL), replay {CAPACITY:,}, device {DEVICE}{'' if gpu else ' (1 torch thread on a CPU)'}; "
+                f"variants named _4envs; 1 for SB3 and CleanRL), replay {CAPACITY:,}, device {DEVICE}"
+                f"{'' if gpu else ' (1 torch thread on a CPU)'}; "
                 f"agent steps per second over {MEASURE:,} steps (ours; {MEASURE_BASELINE:,} for SB3 and CleanRL) after "
                 f"{LEARN_START:,} random and {WARM_LEARN:,} learning steps of warm-up; "
                 f"epsilon {epsilon}; "
