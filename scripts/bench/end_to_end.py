@@ -240,8 +240,8 @@ def summarize(result: dict, rates: dict, variants: dict) -> None:
         result["speedup_vs_cleanrl"] = round(median[best] / median["cleanrl"], 2)
     if "learner_bound_steps_per_second" in result:
         bounds = result["learner_bound_steps_per_second"]
-        fractions = {k: round(median[k] / bounds[learner_kind(variants[k])], 3) for k in ours_done
-                     if learner_kind(variants[k]) in bounds}
+        kinds = {k: learner_kind(variants[k]) for k in ours_done}
+        fractions = {k: round(median[k] / bounds[kind], 3) for k, kind in kinds.items() if kind in bounds}
         if best in fractions:
             result["fraction_of_learner_bound"] = fractions[best]
         result["fraction_of_learner_bound_by_variant"] = fractions
@@ -281,13 +281,10 @@ def main() -> None:
         "ours_compiled_bf16": {"train.compile": "true", "train.bf16": True},
         "ours_ale_bf16": {"train.compile": "true", "env.backend": "ale", "train.bf16": True},
         "ours_fast_bf16": {"train.compile": "true", "env.backend": "ale", "train.overlap": True, "train.bf16": True},
-        # Four environments stepped together: at this ratio every loop iteration then has an update for the
-        # environments' step to overlap with (with one environment, only one step in four has one).
-        "ours_fast_4envs": {"train.compile": "true", "env.backend": "ale", "train.overlap": True, "env.num_envs": 4},
-        "ours_ale_bf16_4envs": {"train.compile": "true", "env.backend": "ale", "train.bf16": True, "env.num_envs": 4},
-        "ours_fast_bf16_4envs": {"train.compile": "true", "env.backend": "ale", "train.overlap": True,
-                                 "train.bf16": True, "env.num_envs": 4},
     }
+    # Four environments stepped together: at this ratio every loop iteration then has an update for the
+    # environments' step to overlap with (with one environment, only one step in four has one).
+    variants |= {f"{k}_4envs": {**variants[k], "env.num_envs": 4} for k in ("ours_fast", "ours_ale_bf16", "ours_fast_bf16")}
     if gpu:
         del variants["ours_compiled"], variants["ours_overlap"], variants["ours_adam"]
         # the whole update as one CUDA graph, on ale-py's threads or on processes that can snapshot
